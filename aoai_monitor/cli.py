@@ -1,0 +1,232 @@
+"""The `aoai-monitor` command. Each subcommand has help text; every error says what to do next."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from . import __version__, schema
+from .store import DEFAULT_PATH, Store, StoreError, parse_duration
+
+STORE_OPTION = click.option(
+    "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
+    help="DuckDB store file (env AOAI_MONITOR_STORE).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="aoai-monitor")
+def main() -> None:
+    """Watch Azure OpenAI in production: collect diagnostic logs and metrics, store, query, show, alert."""
+
+
+def fail(message: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(2)
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+def parse(files: tuple[str, ...]) -> None:
+    """Normalize Azure records to ECS documents (NDJSON on stdout, rejects on stderr).
+
+    FILES are Event Hub envelopes, JSON arrays, NDJSON or PT1H.json archives, optionally gzip; none or
+    '-' reads stdin. Documents come out in input order, nested like Elastic's.
+    """
+    from .normalize import RecordError, decode_payload, normalize_record
+    from .normalize.decode import Reject
+    from .pipeline import iter_items
+
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+    for name in files or ("-",):
+        if name == "-":
+            source, items = "stdin", ((item, 0) for item in decode_payload(sys.stdin.buffer.read()))
+        elif not Path(name).exists():
+            fail(f"{name}: no such file")
+        else:
+            source, items = f"file:{name}", iter_items(Path(name))
+        for item, line_no in items:
+            where = f"{source}:{line_no}" if line_no else source
+            if isinstance(item, Reject):
+                reason, raw = item.reason, item.raw
+            else:
+                try:
+                    _, doc = normalize_record(item.record, item.raw, source, item.repairs)
+                    out.write(orjson.dumps(_display(doc), default=str) + b"\n")
+                    continue
+                except Exception as exc:  # same rule as ingest: report, keep going
+                    reason, raw = (str(exc) if isinstance(exc, RecordError) else f"normalizer error: {exc}"), item.raw
+            err.write(orjson.dumps({"source": where, "reason": reason, "raw": raw}) + b"\n")
+    out.flush()
+
+
+def _display(doc: dict) -> dict:
+    """A stored-form document as Elastic would show it: nested, ISO timestamp, _id beside it."""
+    from datetime import datetime, timezone
+
+    from .normalize import nest
+
+    flat = dict(doc)
+    ts = flat.get("@timestamp")
+    if isinstance(ts, int):
+        flat["@timestamp"] = datetime.fromtimestamp(ts / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return {"_id": flat.pop("id", None), **nest(flat)}
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@STORE_OPTION
+@click.option("--retention", default=None, metavar="DURATION",
+              help="After ingesting, delete documents older than this (e.g. 30d, 12h).")
+@click.option("--quiet", is_flag=True, help="No progress bar; print the summary only.")
+def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool) -> None:
+    """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from .pipeline import expand_inputs, ingest_files, total_bytes
+
+    if retention:
+        try:
+            parse_duration(retention)
+        except ValueError as exc:
+            fail(str(exc))
+    try:
+        files = expand_inputs(list(paths))
+    except FileNotFoundError as exc:
+        fail(f"{exc}")
+    if not files:
+        fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
+    try:
+        store = Store(store_path)
+    except StoreError as exc:
+        fail(str(exc))
+    progress = Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TextColumn("{task.fields[records]:,} records"), TimeRemainingColumn(),
+                        disable=quiet or not sys.stderr.isatty(), transient=True)
+    with store, progress:
+        task = progress.add_task("ingest", total=total_bytes(files), records=0)
+        summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n),
+                               on_batch=lambda s: progress.update(task, records=s.records))
+        removed = store.prune(retention) if retention else None
+    rate = summary.records / summary.seconds if summary.seconds else 0
+    click.echo(f"{summary.files} file(s), {summary.records:,} records read: "
+               f"{summary.result.stored.get('logs', 0):,} logs and {summary.result.stored.get('metrics', 0):,} metrics stored, "
+               f"{summary.duplicates:,} duplicates skipped, {summary.result.dead_lettered:,} dead-lettered "
+               f"({rate:,.0f} records/s) → {store_path}")
+    if summary.result.dead_lettered:
+        click.echo(f"  see why: aoai-monitor query --store {store_path} "
+                   "\"SELECT source, reason FROM dead_letters ORDER BY received_at DESC LIMIT 20\"")
+    if removed:
+        click.echo(f"retention {retention}: removed {removed}")
+
+
+@main.command()
+@click.argument("sql")
+@STORE_OPTION
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="table for people, json (one object per line) or csv for programs.")
+@click.option("--limit", type=int, default=None, help="Print at most this many rows.")
+def query(sql: str, store_path: str, fmt: str, limit: int | None) -> None:
+    """Run one read-only SQL SELECT. Fields are quoted dotted columns: SELECT "aoai.deployment", count(*) FROM logs GROUP BY 1."""
+    from .query.sql import QueryError, open_for_queries, run_query
+
+    try:
+        store = open_for_queries(store_path)
+    except StoreError as exc:
+        fail(str(exc))
+    with store:
+        try:
+            columns, rows = run_query(store, sql, limit=limit)
+        except QueryError as exc:
+            fail(f"{exc}\n  hint: quote dotted field names, e.g. \"azure.open_ai.category\"; "
+                 "`aoai-monitor fields` lists them")
+    _print_rows(columns, rows, fmt)
+
+
+def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
+    if fmt == "json":
+        for row in rows:
+            sys.stdout.buffer.write(orjson.dumps(dict(zip(columns, row)), default=str) + b"\n")
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns, show_lines=False)
+        for row in rows:
+            table.add_row(*["" if v is None else str(v) for v in row])
+        Console(soft_wrap=False).print(table)
+        click.echo(f"{len(rows)} row(s)")
+
+
+@main.command()
+@click.option("--table", "table_name", type=click.Choice(sorted(schema.TABLES)), default=None,
+              help="Only this table's fields.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+def fields(table_name: str | None, fmt: str) -> None:
+    """The field reference, generated from the schema module."""
+    from .docs import fields_markdown
+
+    if fmt == "json":
+        tables = [table_name] if table_name else sorted(schema.TABLES)
+        for t in tables:
+            for f in schema.TABLES[t]:
+                sys.stdout.buffer.write(orjson.dumps({"table": t, "name": f.name, "type": f.type,
+                                                      "origin": f.origin, "description": f.description}) + b"\n")
+        return
+    click.echo(fields_markdown(table_name))
+
+
+@main.command()
+@STORE_OPTION
+@click.option("--retention", required=True, metavar="DURATION", help="Delete documents older than this, e.g. 30d.")
+def prune(store_path: str, retention: str) -> None:
+    """Delete documents older than the retention period."""
+    try:
+        parse_duration(retention)
+        with Store(store_path) as store:
+            removed = store.prune(retention)
+    except (ValueError, StoreError) as exc:
+        fail(str(exc))
+    click.echo(f"removed {removed}")
+
+
+@main.command()
+@STORE_OPTION
+def summary(store_path: str) -> None:
+    """What the store holds: documents per category, deployments, tokens, errors and dead letters."""
+    from .query.sql import open_for_queries, run_query
+
+    try:
+        store = open_for_queries(store_path)
+    except StoreError as exc:
+        fail(str(exc))
+    with store:
+        for title, sql in SUMMARY_QUERIES:
+            columns, rows = run_query(store, sql)
+            click.echo(click.style(title, bold=True))
+            _print_rows(columns, rows, "table")
+
+
+SUMMARY_QUERIES = [
+    ("Documents by category", 'SELECT coalesce("azure.open_ai.category", "azure.platformlogs.category") AS category, '
+     'count(*) AS documents, min("@timestamp") AS first, max("@timestamp") AS last FROM logs GROUP BY 1 ORDER BY 2 DESC'),
+    ("Requests by deployment", 'SELECT "aoai.deployment" AS deployment, count(*) AS requests, '
+     'count(*) FILTER (WHERE "aoai.status_code" >= 400) AS errors, '
+     'count(*) FILTER (WHERE "aoai.status_code" = 429) AS throttled, '
+     'round(quantile_cont("aoai.duration_ms", 0.95)) AS p95_ms, sum("aoai.tokens.total") AS tokens '
+     'FROM logs WHERE "aoai.deployment" IS NOT NULL GROUP BY 1 ORDER BY 2 DESC'),
+    ("Metrics", 'SELECT "azure.metric_name" AS metric, count(*) AS points FROM metrics GROUP BY 1 ORDER BY 2 DESC LIMIT 20'),
+    ("Dead letters", 'SELECT reason, count(*) AS records FROM dead_letters GROUP BY 1 ORDER BY 2 DESC LIMIT 10'),
+]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Small pure helpers shared by the normalizers: key casing, resource ids, times, ids."""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import re
+from functools import lru_cache
+
+import orjson
+
+_SNAKE = re.compile(r"_?([a-z])([A-Z]+)")
+
+
+@lru_cache(maxsize=4096)
+def snake_case(key: str) -> str:
+    """Elastic's key rule: `_?([a-z])([A-Z]+)` → `$1_$2`, then lower-case (callerIpAddress → caller_ip_address)."""
+    return _SNAKE.sub(r"\1_\2", key).lower()
+
+
+_GUID = r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?"
+_RESOURCE_PATTERNS = [
+    re.compile(rf"^/subscriptions/(?P<sub>{_GUID})/resourcegroups/(?P<group>[^/]+)/providers/(?P<provider>[^/]+/[^/]+)/(?P<name>[^/]+)"
+               r"/authorizationrules/(?P<rule>[^/]+)", re.I),
+    re.compile(rf"^/subscriptions/(?P<sub>{_GUID})/resourcegroups/(?P<group>[^/]+)/providers/(?P<provider>[^/]+/[^/]+)/(?P<name>[^/]+)", re.I),
+    re.compile(rf"^/subscriptions/(?P<sub>{_GUID})/providers/(?P<provider>[^/]+)", re.I),
+    re.compile(rf"^/subscriptions/(?P<sub>{_GUID})/resourcegroups/(?P<group>[^/]+)", re.I),
+    re.compile(rf"^/subscriptions/(?P<sub>{_GUID})", re.I),
+    re.compile(r"^/providers/(?P<provider>.+)", re.I),
+]
+
+
+@lru_cache(maxsize=8192)
+def parse_resource_id(resource_id: str) -> tuple[tuple[str, str], ...]:
+    """ARM id → lower-cased azure.resource.* / azure.subscription_id / cloud.account.id fields.
+
+    Sub-resource paths (…/ACCOUNTS/X/DEPLOYMENTS/Y) resolve to the parent resource's name, like
+    Elastic's grok cascade. Cached: a hub carries few distinct resources.
+    """
+    rid = resource_id.strip()
+    out = [("azure.resource.id", rid.lower())]
+    for pattern in _RESOURCE_PATTERNS:
+        m = pattern.match(rid)
+        if not m:
+            continue
+        g = {k: v for k, v in m.groupdict().items() if v}
+        if "sub" in g:
+            sub = g["sub"].strip("{}").lower()
+            out += [("azure.subscription_id", sub), ("cloud.account.id", sub)]
+        if "group" in g:
+            out.append(("azure.resource.group", g["group"].lower()))
+        if "provider" in g:
+            out.append(("azure.resource.provider", g["provider"].lower()))
+        if "name" in g:
+            key = "azure.resource.namespace" if "rule" in g else "azure.resource.name"
+            out.append((key, g["name"].lower()))
+        if "rule" in g:
+            out.append(("azure.resource.authorization_rule", g["rule"].lower()))
+        break
+    return tuple(out)
+
+
+@lru_cache(maxsize=65536)
+def _epoch_seconds(prefix: str) -> int:
+    return calendar.timegm((int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10]),
+                            int(prefix[11:13]), int(prefix[14:16]), int(prefix[17:19]), 0, 0, 0))
+
+
+_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def parse_time_ms(value) -> int | None:
+    """ISO-8601 (Azure writes 7 fractional digits) → epoch milliseconds, truncated like Elastic's date processor.
+
+    Returns None when the value is not a time. The seconds part is cached: records share seconds.
+    """
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    if not _TIME_RE.match(value):
+        return None
+    try:
+        seconds = _epoch_seconds(value[:19])
+    except ValueError:
+        return None
+    rest = value[19:]
+    millis = 0
+    if rest.startswith("."):
+        digits = ""
+        for ch in rest[1:]:
+            if not ch.isdigit():
+                break
+            digits += ch
+        millis = int((digits + "000")[:3])
+        rest = rest[1 + len(digits):]
+    if rest and rest != "Z":
+        sign = 1 if rest[0] == "+" else -1
+        hh, mm = int(rest[1:3]), int(rest[-2:])
+        seconds -= sign * (hh * 3600 + mm * 60)
+    return seconds * 1000 + millis
+
+
+TICKS_AT_UNIX_EPOCH = 621355968000000000
+
+
+def ticks_to_epoch_ms(ticks: int) -> float:
+    """.NET ticks (100 ns since 0001-01-01) → epoch ms."""
+    return (ticks - TICKS_AT_UNIX_EPOCH) / 10_000
+
+
+def document_id(record: dict) -> str:
+    """Deterministic id: the same record content gives the same id, whatever the envelope or formatting.
+
+    Transport-only keys (EnqueueTime, added by storage archives) are left out so a record read from the
+    Event Hub and from the archive is one document. 128 bits of BLAKE2b, shown as a UUID.
+    """
+    if "EnqueueTime" in record:
+        record = {k: v for k, v in record.items() if k != "EnqueueTime"}
+    digest = hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS),
+                             digest_size=16).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
+def key_id(*parts) -> str:
+    """Deterministic id from key parts (metrics: resource, metric, dimensions, timestamp)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
+def fingerprint(dimensions: dict[str, str]) -> str:
+    """SHA-1 base64 over sorted dimension keys and values, in the spirit of Elastic's fingerprint processor."""
+    h = hashlib.sha1()
+    for k in sorted(dimensions):
+        h.update(k.encode())
+        h.update(b"|")
+        h.update(str(dimensions[k]).encode())
+        h.update(b"|")
+    return base64.b64encode(h.digest()).decode()
+
+
+def flatten_into(out: dict, prefix: str, value, snake: bool) -> None:
+    """Flatten nested maps to dotted keys; lists stay whole (as Elastic arrays). Empty values are dropped.
+
+    `snake` applies Elastic's key rule on the way (record keys), but never inside API bodies.
+    """
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = snake_case(k) if snake else k
+            flatten_into(out, f"{prefix}.{key}" if prefix else key, v, snake)
+    elif value is None or value == "" or value == [] or value == {}:
+        return
+    elif isinstance(value, list):
+        cleaned = [drop_empty(v) for v in value]
+        cleaned = [v for v in cleaned if v not in (None, "", [], {})]
+        if cleaned:
+            out[prefix] = cleaned
+    else:
+        out[prefix] = value
+
+
+def drop_empty(value):
+    """Elastic's final step: remove nulls, empty strings and maps/lists that become empty, recursively."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = drop_empty(v)
+            if v not in (None, "", [], {}):
+                out[k] = v
+        return out
+    if isinstance(value, list):
+        return [v for v in (drop_empty(x) for x in value) if v not in (None, "", [], {})]
+    return value
+
+
+def nest(flat: dict) -> dict:
+    """Dotted keys → nested document (for display and for Elasticsearch)."""
+    out: dict = {}
+    for key, value in flat.items():
+        if key == "@timestamp":
+            out[key] = value
+            continue
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = node[p] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out

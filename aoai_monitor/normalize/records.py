@@ -1,0 +1,463 @@
+"""Azure resource-log record → flat ECS document (dotted keys), as Elastic's azure_openai pipeline does.
+
+Pure functions, no I/O. `normalize_record` returns (table, document) or raises RecordError with the
+reason; the pipeline dead-letters on that. Differences from Elastic's pipeline are deliberate and listed
+in docs/fields.md ("Where aoai-monitor differs from Elastic").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from urllib.parse import parse_qs, urlsplit
+
+from .common import (
+    document_id,
+    drop_empty,
+    flatten_into,
+    parse_resource_id,
+    parse_time_ms,
+    snake_case,
+    ticks_to_epoch_ms,
+)
+from .decode import parse_embedded_json
+from .metrics import is_azure_metrics_record, normalize_azure_metrics_record
+from ..schema import CONTENT_FILTER_CATEGORIES
+
+LOGS_DATASET = "azure_openai.logs"
+PLATFORM_DATASET = "azure.platformlogs"
+SERVICE_CATEGORIES = {"audit", "requestresponse", "azureopenairequestusage", "trace"}
+_P = "azure.open_ai.properties."
+_RESP = _P + "backend_response_body."
+_REQ = _P + "backend_request_body."
+_TIME_KEYS = ("time", "timeStamp", "timestamp", "TimeGenerated", "EventTimeString", "EnqueueTime")
+
+
+class RecordError(ValueError):
+    """A record that cannot become a document; the message is the dead-letter reason."""
+
+
+def normalize_record(record: dict, raw: str, source: str = "", repairs: list[str] | None = None) -> tuple[str, dict]:
+    if not isinstance(record, dict):
+        raise RecordError("record is not a JSON object")
+    repairs = list(repairs or ())
+    if is_azure_metrics_record(record):
+        return "metrics", normalize_azure_metrics_record(record, source)
+    ts = _record_time(record)
+    if ts is None:
+        raise RecordError("record has no valid time (time, TimeGenerated, EnqueueTime …)")
+    category = _first(record, "category", "Category", "type")
+    category = category if isinstance(category, str) else ""
+    kind = category.lower()
+
+    doc: dict = {"@timestamp": ts, "cloud.provider": "azure", "data_stream.type": "logs"}
+    rid = _first(record, "resourceId", "ResourceId", "_ResourceId")
+    if isinstance(rid, str) and rid:
+        doc.update(parse_resource_id(rid))
+
+    props = record.get("properties", record.get("Properties"))
+    if isinstance(props, str):
+        parsed, fixes = parse_embedded_json(props)
+        if isinstance(parsed, dict):
+            props = parsed
+            repairs += [f"properties_{f}" for f in fixes]
+        elif props.strip().startswith(("{", "[")):
+            doc["error.message"] = "properties is a string that is not valid JSON, even after repairs; it is kept in event.original"
+            props = None
+    if kind in SERVICE_CATEGORIES:
+        _service(record, props, doc, kind)
+    elif kind == "gatewaylogs":
+        _gateway(record, props, doc)
+    elif kind == "gatewayllmlogs":
+        _gateway_llm(record, props, doc)
+    else:
+        _platform(record, props, doc, category)
+
+    repairs += doc.get("aoai.repairs", [])
+    if repairs:
+        doc["aoai.repairs"] = sorted(set(repairs))
+    doc["event.original"] = raw
+    if source:
+        doc["aoai.source"] = source
+    doc["id"] = document_id(_with_parsed_props(record, props))
+    return "logs", doc
+
+
+def _with_parsed_props(record: dict, props) -> dict:
+    if "properties" in record and isinstance(record["properties"], str) and isinstance(props, dict):
+        record = dict(record)
+        record["properties"] = props
+    return record
+
+
+def _first(record: dict, *keys):
+    for k in keys:
+        if k in record:
+            return record[k]
+    return None
+
+
+def _record_time(record: dict) -> int | None:
+    for key in _TIME_KEYS:
+        value = record.get(key)
+        if value is not None:
+            ms = parse_time_ms(value)
+            if ms is not None:
+                return ms
+    return None
+
+
+# --- Audit, RequestResponse, AzureOpenAIRequestUsage, Trace ------------------------------------------
+
+_SKIP_TOP = {"properties", "Properties", "resourceId", "time", "durationMs", "level", "Level"}
+
+
+def _service(record: dict, props, doc: dict, kind: str) -> None:
+    doc["data_stream.dataset"] = LOGS_DATASET
+    _top_level(record, doc)
+    if isinstance(props, dict):
+        flatten_into(doc, "azure.open_ai.properties", props, snake=True)
+    elif props not in (None, ""):
+        doc["azure.open_ai.properties.value"] = props
+    _duration(record, doc)
+    status = _int(doc.get("azure.open_ai.result_signature"))
+    if status is not None:
+        doc["aoai.status_code"] = status
+        doc["event.outcome"] = "success" if status < 400 else "failure"
+    op = doc.get("azure.open_ai.operation_name")
+    if op:
+        doc["aoai.operation"] = op
+    _copy(doc, _P + "model_deployment_name", "aoai.deployment")
+    _copy(doc, _P + "model_name", "aoai.model")
+    _copy(doc, _P + "model_version", "aoai.model_version")
+    api = doc.get(_P + "api_name")
+    if isinstance(api, str) and "version" in api:
+        doc["aoai.api_version"] = api.rsplit(" ", 1)[-1]
+    stream = doc.get(_P + "stream_type")
+    if isinstance(stream, str):
+        doc["aoai.stream"] = stream.lower() == "streaming"
+    if kind == "azureopenairequestusage" and isinstance(props, dict):
+        _usage_tokens(props, doc)
+
+
+def _top_level(record: dict, doc: dict) -> None:
+    for key, value in record.items():
+        if key in _SKIP_TOP:
+            continue
+        flatten_into(doc, "azure.open_ai." + snake_case(key), value, snake=True)
+    level = _first(record, "level", "Level")
+    if level not in (None, ""):
+        doc["log.level"] = str(level)
+
+
+def _duration(record: dict, doc: dict) -> None:
+    """durationMs → event.duration (ns). Negative or missing values are recomputed from the ticks (#9987)."""
+    ms = _number(record.get("durationMs"))
+    start, end = _int(doc.get(_P + "request_time")), _int(doc.get(_P + "response_time"))
+    if (ms is None or ms < 0) and start and end and end >= start:
+        ms = (ticks_to_epoch_ms(end) - ticks_to_epoch_ms(start))
+        doc["aoai.repairs"] = doc.get("aoai.repairs", []) + ["negative_duration" if record.get("durationMs") is not None else "missing_duration"]
+    if ms is not None:
+        doc["event.duration"] = int(round(ms * 1_000_000))
+        doc["aoai.duration_ms"] = float(ms)
+
+
+def _usage_tokens(props: dict, doc: dict) -> None:
+    """AzureOpenAIRequestUsage has no public schema: match token and deployment keys case-insensitively."""
+    lower = {snake_case(k).replace("_", ""): v for k, v in props.items()}
+    for target, names in (("aoai.tokens.input", ("prompttokens", "inputtokens")),
+                          ("aoai.tokens.output", ("completiontokens", "outputtokens", "generatedtokens")),
+                          ("aoai.tokens.total", ("totaltokens",)),
+                          ("aoai.tokens.cached", ("cachedtokens", "promptcachedtokens", "cachedprompttokens"))):
+        for n in names:
+            v = _int(lower.get(n))
+            if v is not None:
+                doc[target] = v
+                break
+    for target, names in (("aoai.deployment", ("modeldeploymentname", "deploymentname", "deployment")),
+                          ("aoai.model", ("modelname", "model"))):
+        for n in names:
+            if isinstance(lower.get(n), str) and lower[n]:
+                doc[target] = lower[n]
+                break
+
+
+# --- API Management GatewayLogs --------------------------------------------------------------------
+
+_GATEWAY_SKIP = _SKIP_TOP | {"callerIpAddress", "resultType"}
+_PROP_RENAMES = {"requestSize": "request_length", "responseSize": "response_length"}
+_PROP_DROP = {"requestBody", "responseBody", "method", "responseCode", "url", "backendRequestBody", "backendResponseBody"}
+
+
+def _gateway(record: dict, props, doc: dict) -> None:
+    doc["data_stream.dataset"] = LOGS_DATASET
+    for key, value in record.items():
+        if key in _GATEWAY_SKIP:
+            continue
+        flatten_into(doc, "azure.open_ai." + snake_case(key), value, snake=True)
+    level = _first(record, "Level", "level")
+    if level not in (None, ""):
+        doc["log.level"] = str(level)
+    ip = record.get("callerIpAddress")
+    if isinstance(ip, str) and ip:
+        if _valid_ip(ip):
+            doc["source.ip"] = ip
+        else:
+            doc["source.address"] = ip
+    result = record.get("resultType")
+    if isinstance(result, str):
+        if result.lower() == "succeeded":
+            doc["event.outcome"] = "success"
+        elif result.lower() == "failed":
+            doc["event.outcome"] = "failure"
+    _duration(record, doc)
+    doc["aoai.operation"] = "Microsoft.ApiManagement/GatewayLogs"
+    if not isinstance(props, dict):
+        return
+    errors = []
+    for key, value in props.items():
+        if key in _PROP_DROP:
+            continue
+        name = _PROP_RENAMES.get(key) or snake_case(key)
+        flatten_into(doc, _P + name, value, snake=True)
+    method = props.get("method")
+    if isinstance(method, str) and method:
+        doc["http.request.method"] = method
+    code = _int(props.get("responseCode"))
+    if code is not None:
+        doc["http.response.status_code"] = code
+        doc["aoai.status_code"] = code
+    url = props.get("url")
+    if isinstance(url, str) and url:
+        _url_parts(url, doc, errors)
+    request = _body(props.get("backendRequestBody"), _REQ, doc, errors, "backend request body")
+    response = _body(props.get("backendResponseBody"), _RESP, doc, errors, "backend response body")
+    _unify_gateway(doc, props, request, response)
+    if errors:
+        doc["error.message"] = "; ".join(errors)
+
+
+def _body(value, prefix: str, doc: dict, errors: list[str], what: str):
+    """APIM bodies are JSON strings; keys inside are the API's own and are not snake-cased."""
+    if value in (None, ""):
+        return None
+    parsed = value
+    if isinstance(value, str):
+        parsed, _ = parse_embedded_json(value)
+        if not isinstance(parsed, dict):
+            doc[prefix + "text"] = value
+            errors.append(f"{what} is not valid JSON (kept as text)")
+            return None
+    if not isinstance(parsed, dict):
+        return None
+    parsed = drop_empty(parsed)
+    usage = parsed.get("usage")
+    if isinstance(usage, dict):
+        usage = dict(usage)
+        if "prompt_tokens" in usage:
+            usage["input_tokens"] = usage.pop("prompt_tokens")
+        if "completion_tokens" in usage:
+            usage["output_tokens"] = usage.pop("completion_tokens")
+        parsed["usage"] = usage
+    if prefix == _RESP:
+        _content_filter_summaries(parsed)
+    flatten_into(doc, prefix[:-1], parsed, snake=False)
+    return parsed
+
+
+def _content_filter_summaries(body: dict) -> None:
+    """Elastic's input/output content_filtered_categories lists (order: self_harm, sexual, hate, violence)."""
+    inner = (body.get("error") or {}).get("innererror") if isinstance(body.get("error"), dict) else None
+    if isinstance(inner, dict) and isinstance(inner.get("content_filter_result"), dict):
+        cats = _filtered(inner["content_filter_result"])
+        if cats:
+            inner["content_filtered_categories"] = cats
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        out = []
+        for choice in choices:
+            if isinstance(choice, dict) and isinstance(choice.get("content_filter_results"), dict):
+                out += _filtered(choice["content_filter_results"])
+        if out:
+            body["content_filtered_categories"] = out
+
+
+def _filtered(results: dict) -> list[dict]:
+    out = []
+    for cat in CONTENT_FILTER_CATEGORIES:
+        r = results.get(cat)
+        if isinstance(r, dict) and r.get("filtered") is True:
+            out.append({"category_name": cat, "severity": r.get("severity")})
+    return out
+
+
+def _unify_gateway(doc: dict, props: dict, request, response) -> None:
+    backend_url = props.get("backendUrl")
+    deployment = None
+    if isinstance(backend_url, str):
+        deployment = _deployment_from_url(backend_url)
+        query = parse_qs(urlsplit(backend_url).query)
+        if query.get("api-version"):
+            doc["aoai.api_version"] = query["api-version"][0]
+    if not deployment and isinstance(request, dict) and isinstance(request.get("model"), str):
+        deployment = request["model"]
+    if deployment:
+        doc["aoai.deployment"] = deployment
+    if isinstance(props.get("operationId"), str):
+        doc["aoai.operation"] = props["operationId"]
+    if isinstance(request, dict) and isinstance(request.get("stream"), bool):
+        doc["aoai.stream"] = request["stream"]
+    if isinstance(response, dict):
+        if isinstance(response.get("model"), str):
+            doc["aoai.model"] = response["model"]
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            for src, dst in (("input_tokens", "aoai.tokens.input"), ("output_tokens", "aoai.tokens.output"),
+                             ("total_tokens", "aoai.tokens.total")):
+                v = _int(usage.get(src))
+                if v is not None:
+                    doc[dst] = v
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and _int(details.get("cached_tokens")) is not None:
+                doc["aoai.tokens.cached"] = _int(details.get("cached_tokens"))
+        _unify_content_filter(doc, response)
+
+
+def _unify_content_filter(doc: dict, response: dict) -> None:
+    error = response.get("error") if isinstance(response.get("error"), dict) else {}
+    inner = error.get("innererror") if isinstance(error.get("innererror"), dict) else {}
+    inputs = [f"{c['category_name']}:{c.get('severity')}" for c in inner.get("content_filtered_categories", [])
+              if isinstance(c, dict)]
+    outputs = [f"{c['category_name']}:{c.get('severity')}" for c in response.get("content_filtered_categories", [])
+               if isinstance(c, dict)]
+    finish = [c.get("finish_reason") for c in response.get("choices", []) if isinstance(c, dict)]
+    filtered = error.get("code") == "content_filter" or "content_filter" in finish
+    if inputs:
+        doc["aoai.content_filter.input"] = inputs
+    if outputs:
+        doc["aoai.content_filter.output"] = outputs
+    doc["aoai.content_filter.filtered"] = bool(filtered)
+
+
+@lru_cache(maxsize=1024)
+def _deployment_from_url(url: str) -> str | None:
+    path = urlsplit(url).path
+    marker = "/deployments/"
+    i = path.find(marker)
+    if i < 0:
+        return None
+    return path[i + len(marker):].split("/", 1)[0] or None
+
+
+def _url_parts(url: str, doc: dict, errors: list[str]) -> None:
+    doc["url.original"] = url
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        errors.append(f"url could not be parsed: {exc}")
+        return
+    if parts.scheme:
+        doc["url.scheme"] = parts.scheme
+    if parts.hostname:
+        doc["url.domain"] = parts.hostname
+    if port:
+        doc["url.port"] = port
+    if parts.path:
+        doc["url.path"] = parts.path
+    if parts.query:
+        doc["url.query"] = parts.query
+
+
+# --- API Management GatewayLlmLogs (dropped by Elastic, elastic/integrations #15826) ---------------
+
+def _gateway_llm(record: dict, props, doc: dict) -> None:
+    doc["data_stream.dataset"] = LOGS_DATASET
+    _top_level(record, doc)
+    _duration(record, doc)
+    if not isinstance(props, dict):
+        return
+    props = dict(props)
+    for key in list(props):
+        if snake_case(key) in ("request_messages", "response_messages") and isinstance(props[key], str):
+            parsed, _ = parse_embedded_json(props[key])
+            if parsed is not None:
+                props[key] = parsed
+    flatten_into(doc, "azure.open_ai.properties", props, snake=True)
+    if "azure.open_ai.correlation_id" not in doc:
+        _copy(doc, _P + "correlation_id", "azure.open_ai.correlation_id")
+    _copy(doc, _P + "deployment_name", "aoai.deployment")
+    _copy(doc, _P + "model_name", "aoai.model")
+    _copy(doc, _P + "api_version", "aoai.api_version")
+    _copy(doc, _P + "operation_name", "aoai.operation")
+    if "aoai.operation" not in doc:
+        _copy(doc, "azure.open_ai.operation_name", "aoai.operation")
+    for src, dst in (("prompt_tokens", "aoai.tokens.input"), ("completion_tokens", "aoai.tokens.output"),
+                     ("total_tokens", "aoai.tokens.total"), ("prompt_cached_tokens", "aoai.tokens.cached")):
+        v = _int(doc.get(_P + src))
+        if v is not None:
+            doc[dst] = v
+    stream = doc.get(_P + "is_stream_completion")
+    if isinstance(stream, bool):
+        doc["aoai.stream"] = stream
+
+
+# --- Any other category: kept, flagged by category ------------------------------------------------
+
+def _platform(record: dict, props, doc: dict, category: str) -> None:
+    doc["data_stream.dataset"] = PLATFORM_DATASET
+    doc["azure.platformlogs.category"] = category or "unknown"
+    for key, value in record.items():
+        if key in ("properties", "Properties", "resourceId", "category", "Category", "type", "time"):
+            continue
+        flatten_into(doc, "azure.platformlogs." + snake_case(key), value, snake=True)
+    level = _first(record, "level", "Level")
+    if level not in (None, ""):
+        doc["log.level"] = str(level)
+    if props not in (None, "", {}, []):
+        doc["azure.platformlogs.properties"] = props
+    ms = _number(record.get("durationMs"))
+    if ms is not None:
+        doc["event.duration"] = int(round(ms * 1_000_000))
+
+
+# --- small coercions -------------------------------------------------------------------------------
+
+def _copy(doc: dict, src: str, dst: str) -> None:
+    v = doc.get(src)
+    if v not in (None, ""):
+        doc[dst] = v
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _int(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,314 @@
+"""The embedded store: one DuckDB file with tables logs, metrics, dead_letters (+ state, _meta).
+
+Columns are the schema module's dotted field names (quoted in SQL), plus `id` (UUID, deterministic) and
+`extra` (JSON: fields not in the schema). Every commit is one transaction that also carries the inputs'
+state (checkpoints, blob offsets), so "stored" and "remembered as stored" can never disagree. A replay
+inserts nothing twice: rows whose id already exists in the same time range are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from .. import schema
+from ..normalize.common import key_id
+
+DEFAULT_PATH = "aoai-monitor.duckdb"
+DATA_TABLES = ("logs", "metrics")
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("ms"), "JSON": pa.string(), "VARCHAR[]": pa.list_(pa.string()),
+}
+
+
+class StoreError(RuntimeError):
+    """A store problem, with the message a user needs to fix it."""
+
+
+@dataclass
+class CommitResult:
+    stored: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+
+    def add(self, other: "CommitResult") -> None:
+        for k, v in other.stored.items():
+            self.stored[k] = self.stored.get(k, 0) + v
+        for k, v in other.duplicates.items():
+            self.duplicates[k] = self.duplicates.get(k, 0) + v
+        self.dead_lettered += other.dead_lettered
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '90m', '3600s' → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 90m)")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+class Store:
+    """One writer per file (DuckDB's rule); any number of cursors in the same process may read meanwhile."""
+
+    def __init__(self, path: str | Path = DEFAULT_PATH, read_only: bool = False, memory_limit: str | None = None):
+        self.path = str(path)
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        if read_only and self.path != ":memory:" and not Path(self.path).exists():
+            raise StoreError(f"no store at {self.path}: run `aoai-monitor ingest` or `aoai-monitor demo` first, or pass --store PATH")
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"{self.path} is open for writing by another aoai-monitor process (DuckDB allows one writer). "
+                    "Stop it, or query through the running service (`aoai-monitor query --url …`).") from exc
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self.con.execute("SET TimeZone='UTC'")
+        self.con.execute("SET preserve_insertion_order=false")
+        if memory_limit:
+            self.con.execute(f"SET memory_limit='{memory_limit}'")
+        self._columns: dict[str, list[schema.Field]] = {}
+        if read_only:
+            self._check_version()
+        else:
+            self._migrate()
+        for table in (*DATA_TABLES, "dead_letters"):
+            self._columns[table] = list(schema.TABLES[table])
+
+    # --- schema and migrations ---------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        try:
+            row = self.con.execute("SELECT value FROM _meta WHERE key='schema_version'").fetchone()
+        except duckdb.CatalogException as exc:
+            raise StoreError(f"{self.path} is not an aoai-monitor store") from exc
+        if row and int(row[0]) > schema.SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer aoai-monitor (schema {row[0]} > {schema.SCHEMA_VERSION}); upgrade aoai-monitor")
+
+    def _migrate(self) -> None:
+        con = self.con
+        con.execute("CREATE TABLE IF NOT EXISTS _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM _meta WHERE key='schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > schema.SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer aoai-monitor (schema {current} > {schema.SCHEMA_VERSION}); upgrade aoai-monitor")
+        con.execute("BEGIN")
+        try:
+            for table in (*DATA_TABLES, "dead_letters"):
+                self._ensure_table(table)
+            con.execute("CREATE TABLE IF NOT EXISTS state (key VARCHAR PRIMARY KEY, value JSON, updated_at TIMESTAMP)")
+            for version in range(current + 1, schema.SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, ()):
+                    con.execute(statement)
+            con.execute("INSERT OR REPLACE INTO _meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+    def _ensure_table(self, table: str) -> None:
+        """Create the table, or add the columns a newer schema declares (additive migrations need no code)."""
+        fields = schema.TABLES[table]
+        existing = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+        if not existing:
+            cols = ["id UUID NOT NULL"] + [f"{_q(f.name)} {schema.duckdb_type(f, table)}" for f in fields]
+            if table != "dead_letters":
+                cols.append("extra JSON")
+            self.con.execute(f"CREATE TABLE {table} ({', '.join(cols)})")
+            return
+        for f in fields:
+            if f.name not in existing:
+                self.con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(f.name)} {schema.duckdb_type(f, table)}")
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def commit(self, logs: list[dict] = (), metrics: list[dict] = (),
+               rejects: Iterable[tuple[str, str, str]] = (), state: dict[str, object] | None = None) -> CommitResult:
+        """Store documents, dead letters and input state in one transaction. Returns what was new."""
+        if self.read_only:
+            raise StoreError("store opened read-only")
+        result = CommitResult()
+        ingested = int(time.time() * 1000)
+        tables = {"logs": logs, "metrics": metrics}
+        arrow = {name: self._to_arrow(name, docs, ingested) for name, docs in tables.items() if docs}
+        dead = self._dead_letters_arrow(rejects, ingested)
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN")
+            try:
+                for name, (table, lo, hi) in arrow.items():
+                    inserted = self._insert_new(name, table, lo, hi)
+                    result.stored[name] = inserted
+                    result.duplicates[name] = table.num_rows - inserted
+                if dead is not None:
+                    con.register("_dead_batch", dead)
+                    n = con.execute(
+                        "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
+                        "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)").fetchone()[0]
+                    con.unregister("_dead_batch")
+                    result.dead_lettered = n
+                if state:
+                    for key, value in state.items():
+                        con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, now())", [key, orjson.dumps(value).decode()])
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return result
+
+    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
+        con = self.con
+        con.register("_batch", table)
+        try:
+            # Ids derive from content that includes the timestamp, so an existing copy of a row lies in
+            # the batch's time range: the anti-join reads only those row groups (zone maps on @timestamp).
+            return con.execute(
+                f"INSERT INTO {name} BY NAME "
+                f"SELECT b.* FROM (SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
+                f"ANTI JOIN (SELECT id FROM {name} WHERE \"@timestamp\" BETWEEN epoch_ms(?::BIGINT) AND epoch_ms(?::BIGINT)) e "
+                f"ON b.id = e.id", [lo, hi]).fetchone()[0]
+        finally:
+            con.unregister("_batch")
+
+    def _to_arrow(self, table: str, docs: list[dict], ingested_ms: int) -> tuple[pa.Table, int, int]:
+        fields = self._columns[table]
+        index = {f.name: i for i, f in enumerate(fields)}
+        n = len(docs)
+        cols: list[list] = [[None] * n for _ in fields]
+        ids = [None] * n
+        extras = [None] * n
+        for row, doc in enumerate(docs):
+            extra = None
+            for key, value in doc.items():
+                i = index.get(key)
+                if i is not None:
+                    cols[i][row] = value
+                elif key == "id":
+                    ids[row] = value
+                else:
+                    if extra is None:
+                        extra = {}
+                    extra[key] = value
+            if extra:
+                extras[row] = orjson.dumps(extra, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+        ts = cols[index["@timestamp"]]
+        lo, hi = min(ts), max(ts)
+        cols[index["event.ingested"]] = [ingested_ms] * n
+        arrays = [pa.array(ids, pa.string())]
+        names = ["id"]
+        for f, values in zip(fields, cols):
+            arrays.append(_column(f, table, values))
+            names.append(f.name)
+        arrays.append(pa.array(extras, pa.string()))
+        names.append("extra")
+        return pa.Table.from_arrays(arrays, names=names), lo, hi
+
+    def _dead_letters_arrow(self, rejects, ingested_ms: int) -> pa.Table | None:
+        rows = list(rejects)
+        if not rows:
+            return None
+        return pa.Table.from_pydict({
+            "id": [key_id(src, raw) for src, _, raw in rows],
+            "received_at": pa.array([ingested_ms] * len(rows), pa.timestamp("ms")),
+            "source": [src for src, _, _ in rows],
+            "reason": [reason for _, reason, _ in rows],
+            "raw": [raw for _, _, raw in rows],
+        })
+
+    # --- state, reading, retention ----------------------------------------------------------------------
+
+    def get_state(self, key: str, default=None):
+        row = self.cursor().execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
+        return orjson.loads(row[0]) if row else default
+
+    def state_items(self, prefix: str) -> dict[str, object]:
+        rows = self.cursor().execute("SELECT key, value FROM state WHERE starts_with(key, ?)", [prefix]).fetchall()
+        return {k: orjson.loads(v) for k, v in rows}
+
+    def set_state(self, values: dict[str, object]) -> None:
+        self.commit(state=values)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for this thread; reads see committed data while another thread writes."""
+        return self.con.cursor()
+
+    def count(self, table: str) -> int:
+        return self.cursor().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def prune(self, retention: str) -> dict[str, int]:
+        """Delete documents older than the retention (e.g. '30d'); returns rows removed per table."""
+        cutoff_ms = int((time.time() - parse_duration(retention)) * 1000)
+        removed = {}
+        with self._lock:
+            for table, column in (("logs", "@timestamp"), ("metrics", "@timestamp"), ("dead_letters", "received_at")):
+                removed[table] = self.con.execute(
+                    f"DELETE FROM {table} WHERE {_q(column)} < epoch_ms(?::BIGINT)", [cutoff_ms]).fetchone()[0]
+            self.con.execute("CHECKPOINT")
+        return removed
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _column(f: schema.Field, table: str, values: list) -> pa.Array:
+    """Schema-typed Arrow column. The fast path lets Arrow convert; a value of the wrong type (hypothesis
+    finds them, so do odd Azure records) falls back to per-value coercion rather than failing the batch."""
+    duck = schema.duckdb_type(f, table)
+    typ = _ARROW_TYPES[duck]
+    if duck == "JSON":
+        values = [None if v is None else orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+                  for v in values]
+    try:
+        return pa.array(values, typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return pa.array([_coerce(v, duck) for v in values], typ)
+
+
+def _coerce(value, duck: str):
+    if value is None:
+        return None
+    try:
+        if duck == "VARCHAR":
+            return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+        if duck == "BIGINT":
+            v = int(float(value)) if not isinstance(value, bool) else int(value)
+            return v if -(2 ** 63) <= v < 2 ** 63 else None
+        if duck == "DOUBLE":
+            return float(value)
+        if duck == "BOOLEAN":
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+        if duck == "TIMESTAMP":
+            return int(value)
+        if duck == "VARCHAR[]":
+            items = value if isinstance(value, list) else [value]
+            return [i if isinstance(i, str) else orjson.dumps(i, default=str).decode() for i in items]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+# Numbered migrations for changes the additive column sync cannot express (renames, type changes).
+# Version 1 is the first schema: nothing to migrate.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
