@@ -24,6 +24,10 @@ from ..normalize.common import key_id
 
 DEFAULT_PATH = "aoai-monitor.duckdb"
 DATA_TABLES = ("logs", "metrics")
+# Tables with a deterministic `id`, an `extra` JSON column and time-ranged duplicate skipping. New data
+# tables (spans, alerts …) are declared in schema.TABLES with an "@timestamp" field and need nothing here.
+def _data_tables() -> list[str]:
+    return [t for t, fields in schema.TABLES.items() if any(f.name == "@timestamp" for f in fields)]
 
 _ARROW_TYPES = {
     "VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(),
@@ -87,7 +91,7 @@ class Store:
             self._check_version()
         else:
             self._migrate()
-        for table in (*DATA_TABLES, "dead_letters"):
+        for table in schema.TABLES:
             self._columns[table] = list(schema.TABLES[table])
 
     # --- schema and migrations ---------------------------------------------------------------------
@@ -109,7 +113,7 @@ class Store:
             raise StoreError(f"{self.path} was written by a newer aoai-monitor (schema {current} > {schema.SCHEMA_VERSION}); upgrade aoai-monitor")
         con.execute("BEGIN")
         try:
-            for table in (*DATA_TABLES, "dead_letters"):
+            for table in schema.TABLES:
                 self._ensure_table(table)
             con.execute("CREATE TABLE IF NOT EXISTS state (key VARCHAR PRIMARY KEY, value JSON, updated_at TIMESTAMP)")
             for version in range(current + 1, schema.SCHEMA_VERSION + 1):
@@ -128,7 +132,7 @@ class Store:
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
         if not existing:
             cols = ["id UUID NOT NULL"] + [f"{_q(f.name)} {schema.duckdb_type(f, table)}" for f in fields]
-            if table != "dead_letters":
+            if table in _data_tables():
                 cols.append("extra JSON")
             self.con.execute(f"CREATE TABLE {table} ({', '.join(cols)})")
             return
@@ -139,13 +143,17 @@ class Store:
     # --- writing -----------------------------------------------------------------------------------
 
     def commit(self, logs: list[dict] = (), metrics: list[dict] = (),
-               rejects: Iterable[tuple[str, str, str]] = (), state: dict[str, object] | None = None) -> CommitResult:
-        """Store documents, dead letters and input state in one transaction. Returns what was new."""
+               rejects: Iterable[tuple[str, str, str]] = (), state: dict[str, object] | None = None,
+               **tables: list[dict]) -> CommitResult:
+        """Store documents (per table), dead letters (source, reason, raw) and input state in one transaction.
+
+        Returns what was new. Other data tables are passed by name, e.g. commit(spans=[...]).
+        """
         if self.read_only:
             raise StoreError("store opened read-only")
         result = CommitResult()
         ingested = int(time.time() * 1000)
-        tables = {"logs": logs, "metrics": metrics}
+        tables = {"logs": logs, "metrics": metrics, **tables}
         arrow = {name: self._to_arrow(name, docs, ingested) for name, docs in tables.items() if docs}
         dead = self._dead_letters_arrow(rejects, ingested)
         with self._lock:
@@ -209,7 +217,8 @@ class Store:
                 extras[row] = orjson.dumps(extra, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
         ts = cols[index["@timestamp"]]
         lo, hi = min(ts), max(ts)
-        cols[index["event.ingested"]] = [ingested_ms] * n
+        if "event.ingested" in index:
+            cols[index["event.ingested"]] = [ingested_ms] * n
         arrays = [pa.array(ids, pa.string())]
         names = ["id"]
         for f, values in zip(fields, cols):
@@ -256,7 +265,7 @@ class Store:
         cutoff_ms = int((time.time() - parse_duration(retention)) * 1000)
         removed = {}
         with self._lock:
-            for table, column in (("logs", "@timestamp"), ("metrics", "@timestamp"), ("dead_letters", "received_at")):
+            for table, column in [(t, "@timestamp") for t in _data_tables()] + [("dead_letters", "received_at")]:
                 removed[table] = self.con.execute(
                     f"DELETE FROM {table} WHERE {_q(column)} < epoch_ms(?::BIGINT)", [cutoff_ms]).fetchone()[0]
             self.con.execute("CHECKPOINT")

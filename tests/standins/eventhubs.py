@@ -52,8 +52,7 @@ import uuid
 import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from proton import Condition, Delivery, Described, Endpoint, Link, SASL, symbol
-from proton.handlers import Handler
+from proton import Condition, Delivery, Described, Endpoint, Handler, Link, symbol
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from azure.eventhub._pyamqp._decode import decode_payload
@@ -408,6 +407,19 @@ class EventHubStandin:
             self._wake_pending = True
         self._injector.trigger(ApplicationEvent("standin_wake"))
 
+    # ------------------------------------------------------------------ fault injection and inspection
+
+    def disconnect_all(self) -> None:
+        """Close every client connection with ``amqp:connection:forced``, as the
+        service does during upgrades; the SDK is expected to reconnect."""
+        if self._injector is not None:
+            self._injector.trigger(ApplicationEvent("standin_disconnect"))
+
+    def active_receivers(self) -> List[Dict[str, Any]]:
+        """Attached partition receivers: consumer_group, partition_id, epoch, name,
+        next_sequence_number.  Read from another thread: a best-effort snapshot."""
+        return self._broker.snapshot_receivers() if self._broker is not None else []
+
     # ------------------------------------------------------------------ producer path
 
     def _accept_transfer(self, raw: bytes, fixed_partition: Optional[_Partition]) -> List[StoredEvent]:
@@ -496,6 +508,69 @@ def _symbol_list(value: Any) -> List[str]:
     if value is None:
         return []
     return [str(v) for v in value]
+
+
+def _selector_of(link: Link) -> Optional[str]:
+    """The selector expression of a receive link's source filter, if any."""
+    data = link.remote_source.filter
+    if data is None:
+        return None
+    data.rewind()
+    if not data.next():
+        return None
+    filters = data.get_object()
+    if not isinstance(filters, dict):
+        return None
+    for value in filters.values():
+        if isinstance(value, Described):
+            value = value.value
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if isinstance(value, str) and "amqp.annotation." in value:
+            return value
+    return None
+
+
+def _epoch_refusal(existing: Sequence[_Receiver], epoch: Optional[int], name: str) -> Optional[str]:
+    """Why a new receiver may not attach next to ``existing`` ones, or None.
+
+    Service rules: an epoch receiver with a lower epoch than an attached one
+    is refused; a non-epoch receiver is refused while an epoch receiver is
+    attached.  (Equal or higher epochs steal instead: see _Broker._steal.)
+    """
+    epochs = [r.epoch for r in existing if r.epoch is not None]
+    if not epochs:
+        return None
+    highest = max(epochs)
+    if epoch is None:
+        return (f"Receiver '{name}' without epoch cannot be created because a receiver with epoch "
+                f"'{highest}' already exists. (stand-in)")
+    if epoch < highest:
+        return (f"Receiver '{name}' with epoch '{epoch}' cannot be created because a receiver with a "
+                f"higher epoch '{highest}' already exists. (stand-in)")
+    return None
+
+
+def _runtime_info(last: StoredEvent) -> bytes:
+    """Delivery annotations sent when the receiver asked for runtime metrics
+    (the SDK's ``track_last_enqueued_event_properties=True``)."""
+    return codec.section(codec.DELIVERY_ANNOTATIONS, codec.encode_map([
+        (codec.Symbol("last_enqueued_sequence_number"), last.sequence_number),
+        (codec.Symbol("last_enqueued_offset"), last.offset),
+        (codec.Symbol("last_enqueued_time_utc"), codec.Timestamp(last.enqueued_time_ms)),
+        (codec.Symbol("runtime_info_retrieval_time_utc"), codec.Timestamp(int(time.time() * 1000))),
+    ]))
+
+
+def _eventhub_body(standin: EventHubStandin) -> bytes:
+    entries, count = codec.encode_map_entries([
+        ("name", standin.eventhub_name),
+        ("type", "com.microsoft:eventhub"),
+        ("created_at", codec.Timestamp(standin.created_at_ms)),
+        ("partition_count", standin.partition_count),
+    ])
+    entries += codec.encode_string("partition_ids") + codec.encode_string_array(standin.partition_ids)
+    return codec.map_from_raw(entries, count + 2)
 
 
 class _Broker(Handler):
@@ -841,3 +916,31 @@ class _Broker(Handler):
         return [{"consumer_group": r.consumer_group, "partition_id": r.partition.id, "epoch": r.epoch,
                  "name": r.name, "next_sequence_number": r.next_seq}
                 for receivers in self._receivers.values() for r in receivers if r.active]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Event Hubs AMQP stand-in (tests only)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--eventhub", default="aoai-logs")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    standin = EventHubStandin(eventhub=args.eventhub, partitions=args.partitions, host=args.host,
+                              port=args.port).start()
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    # One parseable line tells the parent that the port is listening.
+    print(f"STANDIN READY port={standin.port} connection_string={standin.connection_string()}", flush=True)
+    while not done.wait(0.5):
+        if standin._thread is None or not standin._thread.is_alive():
+            print("STANDIN DIED", file=sys.stderr, flush=True)
+            return 1
+    standin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
