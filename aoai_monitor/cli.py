@@ -137,7 +137,16 @@ def query(sql: str, store_path: str, fmt: str, limit: int | None) -> None:
     try:
         store = open_for_queries(store_path)
     except StoreError as exc:
-        fail(str(exc))
+        from .service_api import RemoteError, ServiceUnavailable, remote_query
+
+        try:  # `aoai-monitor run` holds the store: ask it (see service_api)
+            columns, rows = remote_query(store_path, sql, limit=limit)
+        except ServiceUnavailable:
+            fail(str(exc))
+        except RemoteError as rexc:
+            fail(f"{rexc}\n  hint: quote dotted field names, e.g. \"azure.open_ai.category\"")
+        _print_rows(columns, rows, fmt)
+        return
     with store:
         try:
             columns, rows = run_query(store, sql, limit=limit)
@@ -181,7 +190,7 @@ def fields(table_name: str | None, fmt: str) -> None:
                 sys.stdout.buffer.write(orjson.dumps({"table": t, "name": f.name, "type": f.type,
                                                       "origin": f.origin, "description": f.description}) + b"\n")
         return
-    click.echo(fields_markdown(table_name))
+    click.echo(fields_markdown(table_name), nl=False)
 
 
 @main.command()
@@ -226,6 +235,31 @@ SUMMARY_QUERIES = [
     ("Metrics", 'SELECT "azure.metric_name" AS metric, count(*) AS points FROM metrics GROUP BY 1 ORDER BY 2 DESC LIMIT 20'),
     ("Dead letters", 'SELECT reason, count(*) AS records FROM dead_letters GROUP BY 1 ORDER BY 2 DESC LIMIT 10'),
 ]
+
+
+from .service import config_group, run_command  # noqa: E402
+from .status import status_command  # noqa: E402
+
+main.add_command(run_command)
+main.add_command(config_group)
+main.add_command(status_command)
+from .sources.azure_monitor import metrics_cli  # noqa: E402
+
+main.add_command(metrics_cli)
+from .demo import demo_data  # noqa: E402
+
+main.add_command(demo_data)
+from .web.server import demo_command, serve_command  # noqa: E402
+
+main.add_command(serve_command)
+main.add_command(demo_command)
+from .sources.otlp import otlp_command  # noqa: E402
+
+main.add_command(otlp_command)
+from .pricing.cli import cost, reprice  # noqa: E402
+
+main.add_command(reprice)
+main.add_command(cost)
 
 
 if __name__ == "__main__":

@@ -361,3 +361,128 @@ def duckdb_type(f: Field, table: str) -> str:
 
 def columns(table: str) -> list[str]:
     return [f.name for f in TABLES[table]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# App traces (issue #6, owner: instrumentation). Spans and GenAI client metrics that applications send
+# to the OTLP receiver (sources/otlp.py). Span attributes keep their OpenTelemetry names as columns when
+# declared here (gen_ai.*, server.*) and go to `extra` otherwise; the aoai.* fields use the same names as
+# in logs, so one query compares app side and service side. The link to service logs is made at query
+# time (query/traces.py, docs/instrumentation.md "Correlation").
+# ---------------------------------------------------------------------------------------------------
+_OTEL = AOAI  # OpenTelemetry names: not in Elastic's integration, so origin "aoai-monitor" in the field reference
+
+_SPANS = [
+    Field("@timestamp", "date", "Span start (UTC, millisecond precision).", ECS),
+    Field("event.duration", "long", "Span duration in nanoseconds.", ECS),
+    Field("event.outcome", "keyword", "success / failure (from the span status and HTTP status).", ECS),
+    Field("event.ingested", "date", "When aoai-monitor stored the span.", ECS),
+    Field("trace.id", "keyword", "Trace id (32 hex digits).", ECS),
+    Field("span.id", "keyword", "Span id (16 hex digits).", ECS),
+    Field("parent.id", "keyword", "Parent span id, empty for a root span.", ECS),
+    Field("span.name", "keyword", "Span name, e.g. 'chat gpt-4o'.", _OTEL),
+    Field("span.kind", "keyword", "internal, server, client, producer or consumer.", _OTEL),
+    Field("span.status.code", "keyword", "unset, ok or error.", _OTEL),
+    Field("span.status.message", "text", "Status description (errors).", _OTEL),
+    Field("span.events", "flattened", "Span events [{name, time (epoch ms), attributes}], e.g. exceptions.", _OTEL),
+    Field("service.name", "keyword", "Resource attribute service.name of the sending application.", ECS),
+    Field("service.version", "keyword", "Resource attribute service.version.", ECS),
+    Field("service.namespace", "keyword", "Resource attribute service.namespace.", _OTEL),
+    Field("service.instance.id", "keyword", "Resource attribute service.instance.id.", _OTEL),
+    Field("deployment.environment", "keyword", "Resource attribute deployment.environment(.name).", _OTEL),
+    Field("host.name", "keyword", "Resource attribute host.name.", ECS),
+    Field("resource.attributes", "flattened", "The other resource attributes (flat dotted keys).", _OTEL),
+    Field("otel.scope.name", "keyword", "Instrumentation scope that made the span.", _OTEL),
+    Field("otel.scope.version", "keyword", "Instrumentation scope version.", _OTEL),
+    Field("gen_ai.operation.name", "keyword", "chat, embeddings, text_completion …", _OTEL),
+    Field("gen_ai.provider.name", "keyword", "azure.ai.openai for Azure OpenAI (openai-v2 spans say openai; see aoai.provider).", _OTEL),
+    Field("gen_ai.request.model", "keyword", "Model the client asked for: the deployment name on Azure OpenAI.", _OTEL),
+    Field("gen_ai.response.model", "keyword", "Model that answered, with version (e.g. gpt-4o-2024-08-06).", _OTEL),
+    Field("gen_ai.response.id", "keyword", "Completion id (chatcmpl-…, resp_…); joins APIM backend_response_body.id.", _OTEL),
+    Field("gen_ai.response.finish_reasons", "flattened", "Finish reasons of the choices (array).", _OTEL),
+    Field("gen_ai.request.max_tokens", "long", "max_tokens / max_output_tokens requested.", _OTEL),
+    Field("gen_ai.request.temperature", "double", "Temperature requested.", _OTEL),
+    Field("gen_ai.request.top_p", "double", "top_p requested.", _OTEL),
+    Field("gen_ai.usage.input_tokens", "long", "Input tokens reported by the service.", _OTEL),
+    Field("gen_ai.usage.output_tokens", "long", "Output tokens reported by the service (or counted, see aoai.tokens.estimated).", _OTEL),
+    Field("gen_ai.usage.cache_read.input_tokens", "long", "Cached input tokens.", _OTEL),
+    Field("gen_ai.usage.reasoning.output_tokens", "long", "Reasoning output tokens.", _OTEL),
+    Field("server.address", "keyword", "Host of the Azure OpenAI endpoint.", _OTEL),
+    Field("server.port", "long", "Port, when not 443.", _OTEL),
+    Field("error.type", "keyword", "Error class or HTTP status of a failed call.", _OTEL),
+    Field("http.response.status_code", "long", "HTTP status of the call.", ECS),
+    Field("azure.service.request.id", "keyword", "Request id the service returned (apim-request-id, else x-request-id).", _OTEL),
+    Field("aoai.provider", "keyword", "azure.ai.openai when the endpoint is Azure, whatever gen_ai.provider.name says.", AOAI),
+    Field("aoai.deployment", "keyword", "Deployment name (same field as in logs).", AOAI),
+    Field("aoai.model", "keyword", "Model that answered (same field as in logs).", AOAI),
+    Field("aoai.operation", "keyword", "ChatCompletions_Create, Responses_Create or Embeddings_Create (the service-log operation names).", AOAI),
+    Field("aoai.api_version", "keyword", "api-version the client used.", AOAI),
+    Field("aoai.status_code", "long", "HTTP status (same field as in logs).", AOAI),
+    Field("aoai.duration_ms", "double", "App-side latency in ms (span duration); beside the service log's aoai.duration_ms.", AOAI),
+    Field("aoai.ttft_ms", "double", "Time to first token in ms (streamed calls): from the call to the first content chunk.", AOAI),
+    Field("aoai.stream", "boolean", "Streamed call.", AOAI),
+    Field("aoai.tokens.input", "long", "Input tokens (same field as in logs).", AOAI),
+    Field("aoai.tokens.output", "long", "Output tokens.", AOAI),
+    Field("aoai.tokens.total", "long", "Total tokens.", AOAI),
+    Field("aoai.tokens.cached", "long", "Cached input tokens.", AOAI),
+    Field("aoai.tokens.estimated", "boolean", "Output tokens were counted from stream chunks because the service sent no usage.", AOAI),
+    Field("aoai.cost", "double", "Cost of the call in USD from the pricing component (absent when unpriced).", AOAI),
+    Field("aoai.request_id", "keyword", "x-request-id response header.", AOAI),
+    Field("aoai.apim_request_id", "keyword", "apim-request-id response header.", AOAI),
+    Field("aoai.region", "keyword", "x-ms-region response header (region that served the call).", AOAI),
+    Field("aoai.content_filter.filtered", "boolean", "The call was blocked or cut by the content filter.", AOAI),
+    Field("aoai.source", "keyword", "otlp:<remote address> of the sender.", AOAI),
+]
+
+_APP_METRICS = [
+    Field("@timestamp", "date", "Data point time (end of its interval).", ECS),
+    Field("event.ingested", "date", "When aoai-monitor stored the point.", ECS),
+    Field("metric.name", "keyword", "e.g. gen_ai.client.token.usage, gen_ai.client.operation.duration.", _OTEL),
+    Field("metric.unit", "keyword", "Unit, e.g. {token} or s.", _OTEL),
+    Field("metric.type", "keyword", "histogram, sum, gauge or exponential_histogram.", _OTEL),
+    Field("metric.temporality", "keyword", "cumulative or delta.", _OTEL),
+    Field("metric.start", "date", "Start of the point's interval.", _OTEL),
+    Field("metric.value", "double", "Value of a sum or gauge point.", _OTEL),
+    Field("metric.count", "long", "Histogram count.", _OTEL),
+    Field("metric.sum", "double", "Histogram sum.", _OTEL),
+    Field("metric.min", "double", "Histogram min.", _OTEL),
+    Field("metric.max", "double", "Histogram max.", _OTEL),
+    Field("metric.bucket_bounds", "flattened", "Histogram explicit bounds (array).", _OTEL),
+    Field("metric.bucket_counts", "flattened", "Histogram bucket counts (array, one more than the bounds).", _OTEL),
+    Field("service.name", "keyword", "Resource attribute service.name.", ECS),
+    Field("service.version", "keyword", "Resource attribute service.version.", ECS),
+    Field("otel.scope.name", "keyword", "Instrumentation scope.", _OTEL),
+    Field("gen_ai.operation.name", "keyword", "Metric attribute.", _OTEL),
+    Field("gen_ai.provider.name", "keyword", "Metric attribute.", _OTEL),
+    Field("gen_ai.request.model", "keyword", "Metric attribute (deployment on Azure).", _OTEL),
+    Field("gen_ai.response.model", "keyword", "Metric attribute.", _OTEL),
+    Field("gen_ai.token.type", "keyword", "input or output (token usage).", _OTEL),
+    Field("server.address", "keyword", "Metric attribute.", _OTEL),
+    Field("error.type", "keyword", "Metric attribute (failed calls).", _OTEL),
+    Field("aoai.source", "keyword", "otlp:<remote address> of the sender.", AOAI),
+]
+
+TABLES["spans"] = tuple(_SPANS)
+TABLES["app_metrics"] = tuple(_APP_METRICS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cost (issue #5, owner: pricing). Set on log documents that carry tokens, at ingest (Store → pricing
+# hook) and again by `aoai-monitor reprice`. How prices are resolved: docs/cost.md.
+# ---------------------------------------------------------------------------------------------------
+_COST = [
+    Field("aoai.cost.input", "double", "Cost of the uncached input tokens, in aoai.cost.currency (0 on provisioned deployments).", AOAI),
+    Field("aoai.cost.cached_input", "double", "Cost of the cached input tokens.", AOAI),
+    Field("aoai.cost.output", "double", "Cost of the output tokens (reasoning tokens included).", AOAI),
+    Field("aoai.cost.total", "double", "What the request cost: input + cached_input + output; 0 on provisioned (PTU) deployments, whose capacity is billed by the hour.", AOAI),
+    Field("aoai.cost.payg", "double", "What the same tokens cost on pay-as-you-go (the matching Standard SKU for PTU deployments): the PTU comparison.", AOAI),
+    Field("aoai.cost.currency", "keyword", "Currency of the cost fields (USD unless [pricing] currency says otherwise).", AOAI),
+    Field("aoai.cost.sku", "keyword", "Deployment SKU the request was priced on, e.g. GlobalStandard, DataZoneStandard, Standard, GlobalBatch, GlobalProvisionedManaged.", AOAI),
+    Field("aoai.cost.region", "keyword", "Region whose rate applied (when known).", AOAI),
+    Field("aoai.cost.price_model", "keyword", "Price-table model id the request was priced as, e.g. gpt-4o-1120.", AOAI),
+    Field("aoai.cost.price_version", "keyword", "Which prices priced it: price source and snapshot, rate month and an overrides digest.", AOAI),
+    Field("aoai.cost.token_source", "keyword", "Where the tokens came from: gateway, request_usage, span (metrics-derived cost lives in reports).", AOAI),
+    Field("aoai.cost.unpriced_reason", "keyword", "Why the request has tokens but no cost (and what to configure); never priced as 0.", AOAI),
+    Field("aoai.cost.assumed", "keyword", "What pricing had to assume, e.g. 'sku GlobalStandard (default)'.", AOAI),
+]
+TABLES["logs"] = TABLES["logs"] + tuple(_COST)

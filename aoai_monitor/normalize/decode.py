@@ -124,7 +124,7 @@ def _text(value) -> str:
 def repair_text(data: bytes) -> tuple[bytes, list[str]]:
     """Apply the known textual repairs; return the new text and which ones changed something."""
     repairs = []
-    fixed = _PLACEHOLDER.sub(lambda m: orjson.dumps(m.group(0).decode()), data)
+    fixed = _PLACEHOLDER.sub(lambda m: orjson.dumps(" ".join(m.group(0).decode().split())), data)
     if fixed != data:
         repairs.append("placeholder")
     sanitized, changes = sanitize_json_text(fixed.decode("utf-8", "replace"))

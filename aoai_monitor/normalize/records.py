@@ -7,7 +7,9 @@ in docs/fields.md ("Where aoai-monitor differs from Elastic").
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 from functools import lru_cache
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,9 +20,9 @@ from .common import (
     parse_resource_id,
     parse_time_ms,
     snake_case,
-    ticks_to_epoch_ms,
 )
 from .decode import parse_embedded_json
+from .fastpath import key_part
 from .metrics import is_azure_metrics_record, normalize_azure_metrics_record
 from ..schema import CONTENT_FILTER_CATEGORIES
 
@@ -31,6 +33,9 @@ _P = "azure.open_ai.properties."
 _RESP = _P + "backend_response_body."
 _REQ = _P + "backend_request_body."
 _TIME_KEYS = ("time", "timeStamp", "timestamp", "TimeGenerated", "EventTimeString", "EnqueueTime")
+
+
+_PLACEHOLDER_TEXT = re.compile(r"\[\s*[\d.]+\s*[KMGT]?i?B blob data\s*\]$")
 
 
 class RecordError(ValueError):
@@ -61,9 +66,8 @@ def normalize_record(record: dict, raw: str, source: str = "", repairs: list[str
         if isinstance(parsed, dict):
             props = parsed
             repairs += [f"properties_{f}" for f in fixes]
-        elif props.strip().startswith(("{", "[")):
-            doc["error.message"] = "properties is a string that is not valid JSON, even after repairs; it is kept in event.original"
-            props = None
+        elif props.strip().startswith(("{", "[")) and not _PLACEHOLDER_TEXT.match(props):
+            doc["error.message"] = "properties is a string that is not valid JSON, even after repairs; it is kept as text"
     if kind in SERVICE_CATEGORIES:
         _service(record, props, doc, kind)
     elif kind == "gatewaylogs":
@@ -79,8 +83,22 @@ def normalize_record(record: dict, raw: str, source: str = "", repairs: list[str
     doc["event.original"] = raw
     if source:
         doc["aoai.source"] = source
-    doc["id"] = document_id(_with_parsed_props(record, props))
+    if category in ("RequestResponse", "Audit"):
+        doc["id"] = service_key_id(record, props)
+    else:
+        doc["id"] = document_id(_with_parsed_props(record, props))
     return "logs", doc
+
+
+def service_key_id(record: dict, props) -> str:
+    """Id of a RequestResponse/Audit record from the fields that identify it; fastpath's SQL computes the
+    same from the same parts, so both engines give one record one id."""
+    parts = [key_part(record.get(k)) for k in ("category", "resourceId", "time", "operationName", "correlationId",
+                                               "resultSignature", "durationMs", "AssetIdentity")]
+    props = props if isinstance(props, dict) else {}
+    parts += [key_part(props.get(k)) for k in ("requestTime", "responseTime", "objectId")]
+    digest = hashlib.md5("\x1f".join(parts).encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
 def _with_parsed_props(record: dict, props) -> dict:
@@ -155,7 +173,7 @@ def _duration(record: dict, doc: dict) -> None:
     ms = _number(record.get("durationMs"))
     start, end = _int(doc.get(_P + "request_time")), _int(doc.get(_P + "response_time"))
     if (ms is None or ms < 0) and start and end and end >= start:
-        ms = (ticks_to_epoch_ms(end) - ticks_to_epoch_ms(start))
+        ms = (end - start) / 10_000  # ticks are 100 ns
         doc["aoai.repairs"] = doc.get("aoai.repairs", []) + ["negative_duration" if record.get("durationMs") is not None else "missing_duration"]
     if ms is not None:
         doc["event.duration"] = int(round(ms * 1_000_000))

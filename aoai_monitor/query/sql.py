@@ -39,11 +39,8 @@ def run_query(store: Store, sql: str, params: list | None = None, limit: int | N
 
 
 def open_for_queries(path: str) -> Store:
-    """A read-only store with file/network access switched off for user SQL."""
-    store = Store(path, read_only=True)
-    store.con.execute("SET enable_external_access=false")
-    store.con.execute("SET lock_configuration=true")
-    return store
+    """A read-only store (every Store already has file and network access switched off for user SQL)."""
+    return Store(path, read_only=True)
 
 
 __all__ = ["QueryError", "run_query", "check_read_only", "open_for_queries", "StoreError"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import duckdb
 import orjson
@@ -86,13 +87,19 @@ class Store:
         self.con.execute("SET preserve_insertion_order=false")
         if memory_limit:
             self.con.execute(f"SET memory_limit='{memory_limit}'")
-        self._columns: dict[str, list[schema.Field]] = {}
         if read_only:
             self._check_version()
         else:
             self._migrate()
-        for table in schema.TABLES:
-            self._columns[table] = list(schema.TABLES[table])
+        # User SQL (CLI query, the UI's SQL page) runs on cursors of this connection: no file or network
+        # access from SQL, and no way to switch it back on. The store itself never needs it.
+        self.con.execute("SET enable_external_access=false")
+        self.con.execute("SET lock_configuration=true")
+        # Cost at ingest: a callable (table name, Arrow table) → (table, state), set by aoai_monitor.pricing.
+        self.pricer = None
+        if not read_only:
+            from ..pricing import attach
+            attach(self)
 
     # --- schema and migrations ---------------------------------------------------------------------
 
@@ -149,96 +156,39 @@ class Store:
 
         Returns what was new. Other data tables are passed by name, e.g. commit(spans=[...]).
         """
+        with self.transaction() as tx:
+            for name, docs in {"logs": logs, "metrics": metrics, **tables}.items():
+                tx.insert(name, docs)
+            tx.insert_rejects(rejects)
+            if state:
+                tx.set_state(state)
+        return tx.result
+
+    @contextmanager
+    def transaction(self) -> Iterator["Transaction"]:
+        """One atomic write: everything done through the yielded Transaction commits together or not at all."""
         if self.read_only:
             raise StoreError("store opened read-only")
-        result = CommitResult()
-        ingested = int(time.time() * 1000)
-        tables = {"logs": logs, "metrics": metrics, **tables}
-        arrow = {name: self._to_arrow(name, docs, ingested) for name, docs in tables.items() if docs}
-        dead = self._dead_letters_arrow(rejects, ingested)
         with self._lock:
-            con = self.con
-            con.execute("BEGIN")
+            self.con.execute("BEGIN")
+            tx = Transaction(self)
             try:
-                for name, (table, lo, hi) in arrow.items():
-                    inserted = self._insert_new(name, table, lo, hi)
-                    result.stored[name] = inserted
-                    result.duplicates[name] = table.num_rows - inserted
-                if dead is not None:
-                    con.register("_dead_batch", dead)
-                    n = con.execute(
-                        "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
-                        "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)").fetchone()[0]
-                    con.unregister("_dead_batch")
-                    result.dead_lettered = n
-                if state:
-                    for key, value in state.items():
-                        con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, now())", [key, orjson.dumps(value).decode()])
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
+                yield tx
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
                 raise
-        return result
 
     def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
         con = self.con
         con.register("_batch", table)
         try:
-            # Ids derive from content that includes the timestamp, so an existing copy of a row lies in
-            # the batch's time range: the anti-join reads only those row groups (zone maps on @timestamp).
             return con.execute(
                 f"INSERT INTO {name} BY NAME "
                 f"SELECT b.* FROM (SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
-                f"ANTI JOIN (SELECT id FROM {name} WHERE \"@timestamp\" BETWEEN epoch_ms(?::BIGINT) AND epoch_ms(?::BIGINT)) e "
-                f"ON b.id = e.id", [lo, hi]).fetchone()[0]
+                f"{_ANTI_EXISTING.format(table=name)}", {"lo": lo, "hi": hi}).fetchone()[0]
         finally:
             con.unregister("_batch")
-
-    def _to_arrow(self, table: str, docs: list[dict], ingested_ms: int) -> tuple[pa.Table, int, int]:
-        fields = self._columns[table]
-        index = {f.name: i for i, f in enumerate(fields)}
-        n = len(docs)
-        cols: list[list] = [[None] * n for _ in fields]
-        ids = [None] * n
-        extras = [None] * n
-        for row, doc in enumerate(docs):
-            extra = None
-            for key, value in doc.items():
-                i = index.get(key)
-                if i is not None:
-                    cols[i][row] = value
-                elif key == "id":
-                    ids[row] = value
-                else:
-                    if extra is None:
-                        extra = {}
-                    extra[key] = value
-            if extra:
-                extras[row] = orjson.dumps(extra, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
-        ts = cols[index["@timestamp"]]
-        lo, hi = min(ts), max(ts)
-        if "event.ingested" in index:
-            cols[index["event.ingested"]] = [ingested_ms] * n
-        arrays = [pa.array(ids, pa.string())]
-        names = ["id"]
-        for f, values in zip(fields, cols):
-            arrays.append(_column(f, table, values))
-            names.append(f.name)
-        arrays.append(pa.array(extras, pa.string()))
-        names.append("extra")
-        return pa.Table.from_arrays(arrays, names=names), lo, hi
-
-    def _dead_letters_arrow(self, rejects, ingested_ms: int) -> pa.Table | None:
-        rows = list(rejects)
-        if not rows:
-            return None
-        return pa.Table.from_pydict({
-            "id": [key_id(src, raw) for src, _, raw in rows],
-            "received_at": pa.array([ingested_ms] * len(rows), pa.timestamp("ms")),
-            "source": [src for src, _, _ in rows],
-            "reason": [reason for _, reason, _ in rows],
-            "raw": [raw for _, _, raw in rows],
-        })
 
     # --- state, reading, retention ----------------------------------------------------------------------
 
@@ -279,6 +229,125 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# Ids derive from content that includes the timestamp, so an existing copy of a row lies in the batch's
+# time range: the anti-join reads only those row groups (zone maps on @timestamp), not the whole table.
+_ANTI_EXISTING = ("ANTI JOIN (SELECT id FROM {table} WHERE \"@timestamp\" BETWEEN epoch_ms($lo::BIGINT) AND epoch_ms($hi::BIGINT)) e "
+                  "ON b.id = e.id")
+
+
+class Transaction:
+    """Writes inside Store.transaction(); `result` tells what was new."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.con = store.con
+        self.result = CommitResult()
+        self.ingested_ms = int(time.time() * 1000)
+
+    def _count(self, name: str, offered: int, inserted: int) -> None:
+        self.result.stored[name] = self.result.stored.get(name, 0) + inserted
+        self.result.duplicates[name] = self.result.duplicates.get(name, 0) + offered - inserted
+
+    def insert(self, name: str, docs: list[dict]) -> None:
+        if not docs:
+            return
+        self.insert_arrow(name, *docs_to_arrow(name, docs, self.ingested_ms))
+
+    def insert_rejects(self, rejects: Iterable[tuple[str, str, str]]) -> None:
+        self.insert_rejects_arrow(rejects_to_arrow(rejects, self.ingested_ms))
+
+    def insert_rejects_arrow(self, dead: pa.Table | None) -> None:
+        if dead is None:
+            return
+        self.con.register("_dead_batch", dead)
+        try:
+            self.result.dead_lettered += self.con.execute(
+                "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
+                "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)").fetchone()[0]
+        finally:
+            self.con.unregister("_dead_batch")
+
+    def insert_arrow(self, name: str, table: pa.Table, lo: int, hi: int) -> None:
+        """Insert a table made by docs_to_arrow (e.g. in a worker process)."""
+        if table.num_rows:
+            if self.store.pricer is not None:  # cost at ingest: fills the aoai.cost.* columns (docs/cost.md)
+                table, state = self.store.pricer(name, table)
+                self.set_state(state)
+            self._count(name, table.num_rows, self.store._insert_new(name, table, lo, hi))
+
+    def insert_fast(self, columns: pa.Table, source: str) -> None:
+        """Insert records extracted by normalize.fastpath.extract; DuckDB applies the rules to whole columns."""
+        from ..normalize.fastpath import FAST_SELECT, time_range_ms
+
+        if columns is None or not columns.num_rows:
+            return
+        lo, hi = time_range_ms(columns)
+        con = self.con
+        con.register("_fast_in", columns)
+        try:
+            inserted = con.execute(
+                f"INSERT INTO logs BY NAME SELECT b.* EXCLUDE (n) FROM (SELECT DISTINCT ON (id) * FROM ({FAST_SELECT})) b "
+                + _ANTI_EXISTING.format(table="logs"),
+                {"source": source, "ingested_ms": self.ingested_ms, "lo": lo, "hi": hi}).fetchone()[0]
+        finally:
+            con.unregister("_fast_in")
+        self._count("logs", columns.num_rows, inserted)
+
+    def set_state(self, values: dict[str, object]) -> None:
+        for key, value in values.items():
+            self.con.execute("INSERT OR REPLACE INTO state VALUES (?, ?, now())", [key, orjson.dumps(value).decode()])
+
+
+def docs_to_arrow(table: str, docs: list[dict], ingested_ms: int) -> tuple[pa.Table, int, int]:
+    """Flat documents → a schema-typed Arrow table (+ its time range). Pure: runs in worker processes too."""
+    fields = schema.TABLES[table]
+    index = {f.name: i for i, f in enumerate(fields)}
+    n = len(docs)
+    cols: list[list] = [[None] * n for _ in fields]
+    ids = [None] * n
+    extras = [None] * n
+    for row, doc in enumerate(docs):
+        extra = None
+        for key, value in doc.items():
+            i = index.get(key)
+            if i is not None:
+                cols[i][row] = value
+            elif key == "id":
+                ids[row] = value
+            else:
+                if extra is None:
+                    extra = {}
+                extra[key] = value
+        if extra:
+            extras[row] = orjson.dumps(extra, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    ts = cols[index["@timestamp"]]
+    lo, hi = min(ts), max(ts)
+    if "event.ingested" in index:
+        cols[index["event.ingested"]] = [ingested_ms] * n
+    arrays = [pa.array(ids, pa.string())]
+    names = ["id"]
+    for f, values in zip(fields, cols):
+        arrays.append(_column(f, table, values))
+        names.append(f.name)
+    arrays.append(pa.array(extras, pa.string()))
+    names.append("extra")
+    return pa.Table.from_arrays(arrays, names=names), lo, hi
+
+
+def rejects_to_arrow(rejects, ingested_ms: int) -> pa.Table | None:
+    """Dead letters (source, reason, raw) → Arrow; the id makes a replayed bad record one row."""
+    rows = list(rejects)
+    if not rows:
+        return None
+    return pa.Table.from_pydict({
+        "id": [key_id(src, raw) for src, _, raw in rows],
+        "received_at": pa.array([ingested_ms] * len(rows), pa.timestamp("ms")),
+        "source": [src for src, _, _ in rows],
+        "reason": [reason for _, reason, _ in rows],
+        "raw": [raw for _, _, raw in rows],
+    })
 
 
 def _column(f: schema.Field, table: str, values: list) -> pa.Array:

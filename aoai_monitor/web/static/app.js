@@ -1,0 +1,590 @@
+// aoai-monitor UI: dashboards, Discover, document view and SQL page. No dependencies, no build step.
+// Every value that comes from the store is untrusted (prompts, completions, field names): it is only ever
+// written with textContent / createTextNode / SVG text nodes, never parsed as HTML.
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
+  "#f97316", "#6366f1", "#14b8a6", "#a855f7", "#eab308", "#0ea5e9", "#d946ef", "#22c55e", "#64748b", "#fb7185", "#2dd4bf", "#c084fc"];
+const CONTROL_PARAMS = ["sub", "rg", "res", "dep"];
+const SHARED_PARAMS = ["from", "to", "refresh", ...CONTROL_PARAMS];
+const SECTIONS = {
+  input_self_harm: "Prompt filtered results (input)",
+  output_self_harm: "Completion filtered results (output)",
+  cf_tokens_time: "Filtered requests by model",
+};
+
+let META = null;
+let refreshTimer = null;
+let renderSeq = 0;
+
+// --- DOM helpers (text only) -------------------------------------------------------------------------
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+const $ = (id) => document.getElementById(id);
+
+// --- URL state ---------------------------------------------------------------------------------------
+function route() {
+  const h = location.hash.replace(/^#\/?/, "");
+  const [path, query] = h.split("?");
+  return { path: path || "dash/overview", params: new URLSearchParams(query || "") };
+}
+function href(path, params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") p.set(k, v);
+  const s = p.toString();
+  return "#/" + path + (s ? "?" + s : "");
+}
+function sharedParams(extra) {
+  const { params } = route();
+  const out = {};
+  for (const k of SHARED_PARAMS) if (params.get(k)) out[k] = params.get(k);
+  return Object.assign(out, extra || {});
+}
+function setParams(changes, path) {
+  const r = route();
+  const out = {};
+  for (const [k, v] of r.params.entries()) out[k] = v;
+  Object.assign(out, changes);
+  location.hash = href(path || r.path, out);
+}
+function parseRel(v, now) {
+  if (v === undefined || v === null || v === "" || v === "now") return now;
+  const m = /^now-(\d+)([smhdw])$/.exec(v);
+  if (m) return now - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 }[m[2]];
+  const n = Number(v);
+  return Number.isFinite(n) ? n : now;
+}
+function timeRange() {
+  const { params } = route();
+  const now = Date.now();
+  const end = parseRel(params.get("to") || "now", now);
+  const start = parseRel(params.get("from") || "now-7d", now);
+  return { start: Math.floor(start), end: Math.ceil(end) };
+}
+function apiQuery(extra) {
+  const { params } = route();
+  const { start, end } = timeRange();
+  const q = new URLSearchParams({ start, end });
+  for (const k of CONTROL_PARAMS) if (params.get(k)) q.set(k, params.get(k));
+  for (const [k, v] of Object.entries(extra || {})) if (v !== null && v !== undefined && v !== "") q.set(k, v);
+  return q;
+}
+async function api(path, opts) {
+  const resp = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = { error: "bad response (" + resp.status + ")" }; }
+  if (!resp.ok) { const err = new Error(body.error || resp.statusText); err.body = body; throw err; }
+  return body;
+}
+
+// --- formatting ----------------------------------------------------------------------------------------
+function fmtNumber(v, unit, exact) {
+  if (v === null || v === undefined) return "–";
+  const n = Number(v);
+  if (!Number.isFinite(n)) return String(v);
+  if (unit === "ms") return n >= 10000 ? (n / 1000).toFixed(1) + " s" : Math.round(n).toLocaleString() + " ms";
+  if (unit === "percent") return n.toFixed(1) + "%";
+  if (unit === "currency") return "$" + n.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  if (exact) return Number.isInteger(n) ? n.toLocaleString() : n.toLocaleString(undefined, { maximumFractionDigits: 2 });
+  const a = Math.abs(n);
+  if (a >= 1e9) return (n / 1e9).toFixed(2) + "B";
+  if (a >= 1e6) return (n / 1e6).toFixed(2) + "M";
+  if (a >= 1e4) return (n / 1e3).toFixed(1) + "k";
+  return Number.isInteger(n) ? n.toLocaleString() : n.toFixed(2);
+}
+function fmtTime(ms, span) {
+  const d = new Date(ms);
+  if (span <= 2 * 864e5) return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (span <= 14 * 864e5) return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+function fmtFull(ms) { return new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC"); }
+function fmtValue(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+function niceStep(max, ticks) {
+  const raw = max / ticks;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const norm = raw / mag;
+  return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * mag;
+}
+
+// --- tooltip -----------------------------------------------------------------------------------------
+function showTip(evt, lines) {
+  const tip = $("tooltip");
+  tip.replaceChildren(...lines.map((l) => {
+    const row = el("div", { class: "tip-row" });
+    if (l.color) row.append(el("span", { class: "swatch", "data-color": l.color }));
+    row.append(el("span", { class: l.bold ? "tip-title" : "tip-label", text: l.label }));
+    if (l.value !== undefined) row.append(el("span", { class: "tip-value", text: l.value }));
+    return row;
+  }));
+  tip.querySelectorAll(".swatch").forEach((s) => { s.style.background = s.dataset.color; });
+  tip.hidden = false;
+  const x = Math.min(evt.clientX + 14, window.innerWidth - tip.offsetWidth - 8);
+  const y = Math.min(evt.clientY + 14, window.innerHeight - tip.offsetHeight - 8);
+  tip.style.left = x + "px";
+  tip.style.top = y + "px";
+}
+function hideTip() { $("tooltip").hidden = true; }
+
+// --- charts ------------------------------------------------------------------------------------------
+// Time chart: stacked bars or lines over [start, end]; hover shows a bucket's values; drag selects a range to zoom.
+function timeChart(container, data, opts) {
+  const names = Object.keys(data.series || {});
+  const W = Math.max(container.clientWidth || 600, 280), H = opts.height || 220;
+  const m = { l: 56, r: 12, t: 10, b: 26 };
+  const iw = W - m.l - m.r, ih = H - m.t - m.b;
+  const { start, end } = opts;
+  const x = (t) => m.l + ((t - start) / (end - start)) * iw;
+  const bars = opts.chart !== "line";
+  let max = 0;
+  data.t.forEach((_, i) => {
+    if (bars) { let s = 0; names.forEach((n) => { s += Number(data.series[n][i] || 0); }); max = Math.max(max, s); }
+    else names.forEach((n) => { max = Math.max(max, Number(data.series[n][i] || 0)); });
+  });
+  if (max <= 0) max = 1;
+  const step = niceStep(max, 4);
+  const top = Math.ceil(max / step) * step;
+  const y = (v) => m.t + ih - (v / top) * ih;
+  const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
+  for (let v = 0; v <= top + step / 2; v += step) {
+    root.append(svg("line", { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), class: "grid" }));
+    root.append(svg("text", { x: m.l - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, fmtNumber(v, opts.unit === "ms" || opts.unit === "percent" ? "" : opts.unit)));
+  }
+  const span = end - start;
+  const nx = Math.max(2, Math.floor(iw / 110));
+  for (let k = 0; k <= nx; k++) {
+    const t = start + (span * k) / nx;
+    root.append(svg("text", { x: x(t), y: H - 6, class: "axis", "text-anchor": k === 0 ? "start" : k === nx ? "end" : "middle" }, fmtTime(t, span)));
+  }
+  const color = (n) => PALETTE[names.indexOf(n) % PALETTE.length];
+  const bw = Math.max(1, (data.bucket / span) * iw - 1);
+  const plot = svg("g", {});
+  if (bars) {
+    data.t.forEach((t, i) => {
+      let acc = 0;
+      names.forEach((n) => {
+        const v = Number(data.series[n][i] || 0);
+        if (v <= 0) return;
+        plot.append(svg("rect", { x: x(t), y: y(acc + v), width: bw, height: Math.max(0.5, y(acc) - y(acc + v)), fill: color(n), "data-series": n }));
+        acc += v;
+      });
+    });
+  } else {
+    names.forEach((n) => {
+      let d = "", pen = false;
+      data.t.forEach((t, i) => {
+        const v = data.series[n][i];
+        if (v === null || v === undefined) { pen = false; return; }
+        d += (pen ? "L" : "M") + (x(t) + bw / 2).toFixed(1) + "," + y(Number(v)).toFixed(1);
+        pen = true;
+      });
+      plot.append(svg("path", { d, fill: "none", stroke: color(n), "stroke-width": 2, "data-series": n }));
+    });
+  }
+  root.append(plot);
+  const cursor = svg("line", { y1: m.t, y2: m.t + ih, class: "cursor", visibility: "hidden" });
+  const sel = svg("rect", { y: m.t, height: ih, class: "selection", visibility: "hidden" });
+  const overlay = svg("rect", { x: m.l, y: m.t, width: iw, height: ih, class: "overlay" });
+  root.append(cursor, sel, overlay);
+  const toT = (px) => start + ((Math.min(Math.max(px, m.l), m.l + iw) - m.l) / iw) * span;
+  const localX = (evt) => evt.clientX - root.getBoundingClientRect().left;
+  let dragFrom = null;
+  overlay.addEventListener("mousemove", (evt) => {
+    const px = localX(evt);
+    cursor.setAttribute("x1", px); cursor.setAttribute("x2", px); cursor.setAttribute("visibility", "visible");
+    if (dragFrom !== null) {
+      sel.setAttribute("x", Math.min(dragFrom, px)); sel.setAttribute("width", Math.abs(px - dragFrom)); sel.setAttribute("visibility", "visible");
+    }
+    const t = toT(px);
+    let best = -1, dist = Infinity;
+    data.t.forEach((bt, i) => { const d = Math.abs(bt + data.bucket / 2 - t); if (d < dist) { dist = d; best = i; } });
+    if (best < 0 || dist > data.bucket) { showTip(evt, [{ label: fmtFull(t), bold: true }, { label: "no data" }]); return; }
+    const lines = [{ label: fmtFull(data.t[best]), bold: true }];
+    names.forEach((n) => { const v = data.series[n][best]; if (v !== null && v !== undefined) lines.push({ label: n, value: fmtNumber(v, opts.unit, true), color: color(n) }); });
+    showTip(evt, lines);
+  });
+  overlay.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); hideTip(); });
+  overlay.addEventListener("mousedown", (evt) => { evt.preventDefault(); dragFrom = localX(evt); });
+  const finish = (evt) => {
+    if (dragFrom === null) return;
+    const px = localX(evt), a = dragFrom;
+    dragFrom = null; sel.setAttribute("visibility", "hidden");
+    if (Math.abs(px - a) < 5) return;
+    const t0 = Math.floor(toT(Math.min(a, px))), t1 = Math.ceil(toT(Math.max(a, px)));
+    if (opts.onZoom) opts.onZoom(t0, t1);
+  };
+  overlay.addEventListener("mouseup", finish);
+  root.addEventListener("mouseleave", () => { dragFrom = null; sel.setAttribute("visibility", "hidden"); });
+  container.replaceChildren(root);
+  if (names.length > 1 || opts.legend) {
+    const legend = el("div", { class: "legend" });
+    names.forEach((n) => {
+      const total = data.series[n].reduce((a, v) => a + Number(v || 0), 0);
+      const item = el("span", { class: "legend-item", title: n }, el("span", { class: "swatch" }), el("span", { class: "legend-name", text: n }));
+      if (bars) item.append(el("span", { class: "legend-value", text: fmtNumber(total, opts.unit) }));
+      item.firstChild.style.background = color(n);
+      item.addEventListener("mouseenter", () => root.classList.add("dim") || plot.querySelectorAll("[data-series]").forEach((s) => s.classList.toggle("hl", s.getAttribute("data-series") === n)));
+      item.addEventListener("mouseleave", () => { root.classList.remove("dim"); plot.querySelectorAll(".hl").forEach((s) => s.classList.remove("hl")); });
+      legend.append(item);
+    });
+    container.append(legend);
+  }
+  if (!data.t.length) container.append(el("div", { class: "empty", text: "No data in this range" }));
+}
+
+function donutChart(container, rows, unit) {
+  const total = rows.reduce((a, r) => a + Number(r[1] || 0), 0);
+  const S = 180, R = 80, r0 = 52, c = S / 2;
+  const root = svg("svg", { width: S, height: S, viewBox: `0 0 ${S} ${S}`, class: "donut" });
+  let a0 = -Math.PI / 2;
+  rows.forEach((row, i) => {
+    const frac = total ? Number(row[1]) / total : 0;
+    if (frac <= 0) return;
+    const a1 = a0 + frac * 2 * Math.PI - (frac === 1 ? 1e-4 : 0);
+    const large = a1 - a0 > Math.PI ? 1 : 0;
+    const p = (a, rad) => (c + rad * Math.cos(a)).toFixed(2) + "," + (c + rad * Math.sin(a)).toFixed(2);
+    const path = svg("path", { d: `M${p(a0, R)}A${R},${R} 0 ${large} 1 ${p(a1, R)}L${p(a1, r0)}A${r0},${r0} 0 ${large} 0 ${p(a0, r0)}Z`, fill: PALETTE[i % PALETTE.length] });
+    path.addEventListener("mousemove", (evt) => showTip(evt, [{ label: String(row[0]), bold: true }, { label: "value", value: fmtNumber(row[1], unit, true) }, { label: "share", value: (frac * 100).toFixed(1) + "%" }]));
+    path.addEventListener("mouseleave", hideTip);
+    root.append(path);
+    a0 = a1;
+  });
+  root.append(svg("text", { x: c, y: c + 2, "text-anchor": "middle", class: "donut-total" }, fmtNumber(total, unit)));
+  root.append(svg("text", { x: c, y: c + 18, "text-anchor": "middle", class: "axis" }, "total"));
+  const legend = el("div", { class: "legend legend-col" });
+  rows.forEach((row, i) => {
+    const item = el("span", { class: "legend-item" }, el("span", { class: "swatch" }), el("span", { class: "legend-name", text: String(row[0]) }),
+      el("span", { class: "legend-value", text: fmtNumber(row[1], unit) + " · " + (total ? ((row[1] / total) * 100).toFixed(0) : 0) + "%" }));
+    item.firstChild.style.background = PALETTE[i % PALETTE.length];
+    legend.append(item);
+  });
+  container.replaceChildren(el("div", { class: "donut-wrap" }, root, legend));
+  if (!rows.length) container.append(el("div", { class: "empty", text: "No data in this range" }));
+}
+
+// --- controls ------------------------------------------------------------------------------------------
+async function loadOptions() {
+  try {
+    const opts = await api("/api/options");
+    for (const k of CONTROL_PARAMS) {
+      const sel = $("ctl-" + k);
+      const current = route().params.get(k) || "";
+      sel.replaceChildren(el("option", { value: "", text: "All" }), ...(opts[k] || []).map((v) => el("option", { value: v, text: v })));
+      if (current && ![...sel.options].some((o) => o.value === current)) sel.append(el("option", { value: current, text: current }));
+      sel.value = current;
+    }
+  } catch (e) { /* controls stay at "All" */ }
+}
+function syncChrome() {
+  const r = route();
+  const from = r.params.get("from") || "now-7d", to = r.params.get("to") || "now";
+  const rel = to === "now" && [...$("range").options].some((o) => o.value === from);
+  $("range").value = rel ? from : "custom";
+  const { start, end } = timeRange();
+  $("range-label").textContent = rel ? "" : fmtFull(start) + " → " + fmtFull(end);
+  $("refresh").value = r.params.get("refresh") || "";
+  for (const k of CONTROL_PARAMS) { const s = $("ctl-" + k); if (s.value !== (r.params.get(k) || "")) s.value = r.params.get(k) || ""; }
+  document.querySelectorAll("#nav a").forEach((a) => {
+    a.href = href(a.dataset.view, sharedParams());
+    a.classList.toggle("active", r.path === a.dataset.view || (a.dataset.view === "discover" && r.path.startsWith("doc/")));
+  });
+  $("controls").hidden = r.path === "sql";
+}
+function setupChrome() {
+  $("range").addEventListener("change", (e) => { if (e.target.value !== "custom") setParams({ from: e.target.value, to: "now" }); });
+  $("zoom-out").addEventListener("click", () => { const { start, end } = timeRange(); const w = end - start; setParams({ from: Math.round(start - w / 2), to: Math.round(Math.min(end + w / 2, Date.now())) }); });
+  $("refresh").addEventListener("change", (e) => setParams({ refresh: e.target.value }));
+  $("reload").addEventListener("click", () => render());
+  for (const k of CONTROL_PARAMS) $("ctl-" + k).addEventListener("change", (e) => setParams({ [k]: e.target.value }));
+}
+function scheduleRefresh() {
+  clearInterval(refreshTimer);
+  const secs = Number(route().params.get("refresh") || 0);
+  if (secs > 0) refreshTimer = setInterval(() => render(true), secs * 1000);
+}
+
+// --- dashboards --------------------------------------------------------------------------------------
+function zoomTo(t0, t1) { setParams({ from: t0, to: t1 }); }
+
+async function renderDashboard(id, seq, quiet) {
+  const dash = META.dashboards.find((d) => d.id === id);
+  if (!dash) { $("view").replaceChildren(el("p", { class: "error", text: "No such dashboard" })); return; }
+  $("title").textContent = dash.title;
+  const view = $("view");
+  const { start, end } = timeRange();
+  let grid = view.querySelector(".grid[data-dash='" + id + "']");
+  if (!quiet || !grid) {
+    const links = el("div", { class: "dash-links" }, ...META.dashboards.map((d) =>
+      el("a", { href: href("dash/" + d.id, sharedParams()), class: d.id === id ? "active" : "", text: d.title })));
+    grid = el("div", { class: "grid", "data-dash": id });
+    for (const p of dash.panels) {
+      if (SECTIONS[p.id]) grid.append(el("h2", { class: "section", text: SECTIONS[p.id] }));
+      const actions = el("div", { class: "panel-actions" });
+      if (p.discover) actions.append(el("a", { href: href("discover", sharedParams({ table: p.table, q: p.discover })), text: "Documents", title: "Open these documents in Discover" }));
+      const sqlBox = el("details", { class: "panel-sql" }, el("summary", { text: "SQL" }), el("pre", { text: p.sql }));
+      actions.append(sqlBox);
+      grid.append(el("section", { class: "panel kind-" + p.kind + " w" + (p.kind === "timeseries" ? p.width : 1), "data-panel": p.id },
+        el("div", { class: "panel-head" }, el("h3", { text: p.title, title: p.description }), actions),
+        el("div", { class: "panel-desc", text: p.description }),
+        el("div", { class: "panel-body" }, el("div", { class: "loading", text: "Loading…" }))));
+    }
+    view.replaceChildren(el("p", { class: "dash-desc", text: dash.description }), links, grid);
+  }
+  let data;
+  try { data = await api("/api/dashboard/" + encodeURIComponent(id) + "?" + apiQuery()); }
+  catch (e) { if (seq === renderSeq) grid.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  grid.dataset.loaded = String(Date.now());
+  for (const p of dash.panels) {
+    const section = grid.querySelector("[data-panel='" + p.id + "']");
+    const body = section.querySelector(".panel-body");
+    const d = data.panels[p.id];
+    section.dataset.tookMs = d ? d.took_ms : "";
+    if (!d || d.error) { body.replaceChildren(el("p", { class: "error", text: d ? d.error : "no data" })); continue; }
+    if (p.kind === "stat") {
+      body.replaceChildren(el("div", { class: "stat", "data-value": d.value === null ? "" : String(d.value), title: fmtNumber(d.value, p.unit, true), text: fmtNumber(d.value, p.unit) }));
+    } else if (p.kind === "donut") {
+      donutChart(body, d.rows, p.unit);
+    } else {
+      timeChart(body, d, { start: data.start, end: data.end, unit: p.unit, chart: p.chart, onZoom: zoomTo });
+    }
+  }
+  grid.dataset.ready = "1";
+}
+
+// --- Discover ------------------------------------------------------------------------------------------
+function kqlValue(v) {
+  return '"' + String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+}
+function addFilter(field, value, negate) {
+  const r = route();
+  const cur = (r.params.get("q") || "").trim();
+  const clause = (negate ? "not " : "") + field + ":" + kqlValue(value);
+  return cur ? "(" + cur + ") and " + clause : clause;
+}
+
+async function renderDiscover(seq) {
+  $("title").textContent = "Discover";
+  const r = route();
+  const table = r.params.get("table") || "logs";
+  const q = r.params.get("q") || "";
+  const offset = Number(r.params.get("offset") || 0);
+  const columns = r.params.get("columns") || "";
+  const view = $("view");
+  const input = el("input", { id: "kql", class: "kql", type: "search", spellcheck: "false", placeholder: 'KQL, e.g. aoai.deployment:gpt-4o and aoai.status_code >= 400', value: q });
+  const tableSel = el("select", { id: "table", title: "Data" }, ...META.tables.map((t) => el("option", { value: t, text: t })));
+  tableSel.value = table;
+  tableSel.addEventListener("change", () => setParams({ table: tableSel.value, q: "", columns: "", offset: 0 }));
+  const form = el("form", { class: "querybar" }, tableSel, input, el("button", { type: "submit", class: "primary", text: "Search" }));
+  form.addEventListener("submit", (e) => { e.preventDefault(); setParams({ q: input.value, offset: 0 }); });
+  const errBox = el("div", { class: "error", hidden: "" });
+  const fieldsBox = el("div", { class: "fields" }, el("div", { class: "loading", text: "Loading fields…" }));
+  const histBox = el("div", { class: "histogram" });
+  const summary = el("div", { class: "hits-summary" });
+  const tableBox = el("div", { class: "doc-table-wrap" });
+  const fieldSearch = el("input", { type: "search", class: "field-search", placeholder: "Filter fields" });
+  view.replaceChildren(form, errBox, el("div", { class: "discover" },
+    el("aside", { class: "sidebar" }, fieldSearch, fieldsBox),
+    el("div", { class: "results" }, summary, histBox, tableBox)));
+  const base = { table, q, columns };
+  let res;
+  try {
+    res = await api("/api/discover?" + apiQuery(Object.assign({}, base, { offset, limit: 50 })));
+  } catch (e) {
+    if (seq !== renderSeq) return;
+    errBox.hidden = false;
+    errBox.textContent = e.message;
+    fieldsBox.replaceChildren();
+    return;
+  }
+  if (seq !== renderSeq) return;
+  summary.replaceChildren(el("strong", { id: "hit-count", "data-total": String(res.total), text: res.total.toLocaleString() }), " documents");
+  const series = { t: res.histogram.map((h) => h[0]), series: { documents: res.histogram.map((h) => h[1]) }, bucket: res.bucket };
+  timeChart(histBox, series, { start: res.start, end: res.end, unit: "count", chart: "bar", height: 130, onZoom: zoomTo });
+  const chosen = res.columns.slice(2);
+  const thead = el("tr", {}, el("th", { text: "@timestamp" }), ...chosen.map((c) => el("th", {}, el("span", { text: c }),
+    el("button", { type: "button", class: "col-remove", title: "Remove column", text: "×", onclick: () => setParams({ columns: chosen.filter((x) => x !== c).join(",") || "-" }) }))));
+  const tbody = el("tbody");
+  for (const row of res.rows) {
+    const link = href("doc/" + table + "/" + row[0], sharedParams({ ts: row[1] }));
+    const tr = el("tr", { class: "doc-row", "data-id": row[0] }, el("td", { class: "ts" }, el("a", { href: link, text: fmtFull(row[1]) })),
+      ...row.slice(2).map((v) => el("td", { text: fmtValue(v), title: fmtValue(v) })));
+    tr.addEventListener("dblclick", () => { location.hash = link; });
+    tbody.append(tr);
+  }
+  const pager = el("div", { class: "pager" },
+    el("button", { type: "button", disabled: offset <= 0 ? "" : null, text: "‹ Newer", onclick: () => setParams({ offset: Math.max(0, offset - 50) }) }),
+    el("span", { text: res.total ? `${offset + 1}–${Math.min(offset + 50, res.total)} of ${res.total.toLocaleString()}` : "No documents match" }),
+    el("button", { type: "button", disabled: offset + 50 >= res.total ? "" : null, text: "Older ›", onclick: () => setParams({ offset: offset + 50 }) }));
+  tableBox.replaceChildren(el("table", { class: "doc-table" }, el("thead", {}, thead), tbody), pager);
+  // Field sidebar: fields present in a sample of the matches first; click for top values.
+  try {
+    const f = await api("/api/fields?" + apiQuery({ table, q }));
+    if (seq !== renderSeq) return;
+    const present = f.fields.filter((x) => x.sample_count > 0), empty = f.fields.filter((x) => x.sample_count === 0);
+    const item = (x) => {
+      const on = chosen.includes(x.name);
+      const li = el("li", { class: "field" + (on ? " on" : ""), "data-field": x.name, title: x.description || x.name },
+        el("span", { class: "ftype", text: typeBadge(x.type) }), el("span", { class: "fname", text: x.name }),
+        el("button", { type: "button", class: "fadd", title: on ? "Remove column" : "Add column", text: on ? "−" : "+",
+          onclick: (e) => { e.stopPropagation(); const cols = on ? chosen.filter((c) => c !== x.name) : [...chosen, x.name]; setParams({ columns: cols.join(",") || "-" }); } }));
+      li.addEventListener("click", () => toggleTopValues(li, table, q, x.name));
+      return li;
+    };
+    const list = el("ul", { class: "field-list" }, ...present.map(item));
+    const emptyList = el("details", { class: "empty-fields" }, el("summary", { text: `Empty fields (${empty.length})` }), el("ul", { class: "field-list" }, ...empty.map(item)));
+    fieldsBox.replaceChildren(el("div", { class: "fields-title", text: `Fields (${present.length})` }), list, emptyList);
+    fieldSearch.addEventListener("input", () => {
+      const s = fieldSearch.value.toLowerCase();
+      fieldsBox.querySelectorAll("li.field").forEach((li) => { li.hidden = s && !li.dataset.field.toLowerCase().includes(s); });
+    });
+  } catch (e) { fieldsBox.replaceChildren(el("p", { class: "error", text: e.message })); }
+  view.dataset.ready = "1";
+}
+function typeBadge(t) {
+  t = String(t).toUpperCase();
+  if (t.endsWith("[]")) return "[ ]";
+  if (t.startsWith("TIMESTAMP")) return "⏱";
+  if (t === "BOOLEAN") return "t/f";
+  if (t === "JSON") return "{}";
+  if (/INT|DOUBLE|FLOAT|DECIMAL/.test(t)) return "#";
+  return "k";
+}
+async function toggleTopValues(li, table, q, field) {
+  const open = li.nextSibling && li.nextSibling.classList && li.nextSibling.classList.contains("top-values");
+  if (open) { li.nextSibling.remove(); return; }
+  const box = el("li", { class: "top-values" }, el("div", { class: "loading", text: "…" }));
+  li.after(box);
+  try {
+    const res = await api("/api/values?" + apiQuery({ table, q, field }));
+    const rows = res.values.map(([v, n]) => {
+      const pct = res.present ? (n / res.present) * 100 : 0;
+      const bar = el("div", { class: "bar" }); bar.style.width = pct.toFixed(1) + "%";
+      return el("div", { class: "tv" },
+        el("div", { class: "tv-line" }, el("span", { class: "tv-value", text: v === null ? "(null)" : String(v), title: String(v) }), el("span", { class: "tv-pct", text: pct.toFixed(1) + "%" }),
+          el("button", { type: "button", title: "Filter for value", text: "+", onclick: () => setParams({ q: addFilter(field, v, false), offset: 0 }) }),
+          el("button", { type: "button", title: "Filter out value", text: "−", onclick: () => setParams({ q: addFilter(field, v, true), offset: 0 }) })),
+        el("div", { class: "tv-bar" }, bar));
+    });
+    box.replaceChildren(el("div", { class: "tv-head", text: `${res.present.toLocaleString()} of ${res.total.toLocaleString()} documents have this field` }), ...rows);
+  } catch (e) { box.replaceChildren(el("div", { class: "error", text: e.message })); }
+}
+
+// --- document view -----------------------------------------------------------------------------------
+async function renderDocument(table, id, seq) {
+  $("title").textContent = "Document";
+  const { params } = route();
+  const view = $("view");
+  view.replaceChildren(el("div", { class: "loading", text: "Loading…" }));
+  let doc;
+  try { doc = await api("/api/doc/" + encodeURIComponent(table) + "/" + encodeURIComponent(id) + (params.get("ts") ? "?ts=" + encodeURIComponent(params.get("ts")) : "")); }
+  catch (e) { view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  const back = el("a", { href: href("discover", sharedParams({ table })), class: "back", text: "← Discover" });
+  const filter = el("input", { type: "search", class: "field-search", placeholder: "Filter fields and values" });
+  const tbody = el("tbody");
+  const extra = new Set(doc.extra_keys);
+  for (const [name, value] of doc.fields) {
+    const isObj = value !== null && typeof value === "object";
+    const text = isObj ? JSON.stringify(value, null, 2) : fmtValue(name === "@timestamp" || name === "event.ingested" ? fmtFull(value) : value);
+    const kqlField = extra.has(name) ? "extra." + name : name;
+    const filterVal = name === "@timestamp" || name === "event.ingested" ? new Date(value).toISOString() : (Array.isArray(value) ? value[0] : value);
+    const canFilter = !isObj || Array.isArray(value) && value.length && typeof value[0] !== "object";
+    const actions = el("td", { class: "doc-actions" });
+    if (canFilter && name !== "id") {
+      actions.append(
+        el("a", { href: href("discover", sharedParams({ table, q: addFilterFor(kqlField, filterVal, false) })), title: "Filter for value", text: "+" }),
+        el("a", { href: href("discover", sharedParams({ table, q: addFilterFor(kqlField, filterVal, true) })), title: "Filter out value", text: "−" }));
+    }
+    tbody.append(el("tr", { "data-field": name }, actions, el("th", { text: name }), el("td", {}, isObj ? el("pre", { text }) : el("span", { class: "doc-value", text }))));
+  }
+  filter.addEventListener("input", () => {
+    const s = filter.value.toLowerCase();
+    tbody.querySelectorAll("tr").forEach((tr) => { tr.hidden = s && !tr.textContent.toLowerCase().includes(s); });
+  });
+  let raw = doc.raw;
+  try { if (raw) raw = JSON.stringify(JSON.parse(raw), null, 2); } catch (e) { /* show as stored */ }
+  view.replaceChildren(back, el("h2", { class: "doc-id", text: `${table} / ${doc.id}` }),
+    el("div", { class: "tabs" }, el("section", { class: "card" }, el("h3", { text: "Fields" }), filter, el("table", { class: "doc-fields" }, tbody)),
+      el("section", { class: "card" }, el("h3", { text: "Raw record (event.original)" }), el("pre", { class: "raw", id: "raw", text: raw || "(none: this document was not built from a raw record)" }))));
+  view.dataset.ready = "1";
+}
+function addFilterFor(field, value, negate) { return (negate ? "not " : "") + field + ":" + kqlValue(value); }
+
+// --- SQL page ----------------------------------------------------------------------------------------
+function renderSql() {
+  $("title").textContent = "SQL";
+  const { params } = route();
+  const area = el("textarea", { id: "sql", class: "sql", spellcheck: "false" });
+  area.value = params.get("sql") || META.sql_examples[0].sql;
+  const out = el("div", { class: "sql-out" });
+  const status = el("span", { class: "sql-status" });
+  const run = async () => {
+    status.textContent = "Running…";
+    try {
+      const res = await api("/api/sql", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: area.value }) });
+      status.textContent = `${res.rows.length}${res.truncated ? "+" : ""} rows in ${res.took_ms} ms`;
+      out.replaceChildren(el("div", { class: "doc-table-wrap" }, el("table", { class: "doc-table", id: "sql-result" },
+        el("thead", {}, el("tr", {}, ...res.columns.map((c) => el("th", { text: c })))),
+        el("tbody", {}, ...res.rows.map((r) => el("tr", {}, ...r.map((v) => el("td", { text: fmtValue(v), title: fmtValue(v) }))))))));
+    } catch (e) {
+      status.textContent = "";
+      out.replaceChildren(el("p", { class: "error", id: "sql-error", text: e.message }));
+    }
+  };
+  area.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); run(); } });
+  const examples = el("ul", { class: "examples" }, ...META.sql_examples.map((x) =>
+    el("li", {}, el("button", { type: "button", class: "link", text: x.title, onclick: () => { area.value = x.sql; run(); } }))));
+  $("view").replaceChildren(el("div", { class: "sql-page" },
+    el("section", { class: "card" }, el("p", { class: "dash-desc", text: "Read-only SQL (DuckDB) over the tables logs, metrics and dead_letters. Columns are dotted field names in double quotes. Ctrl+Enter runs." }),
+      area, el("div", { class: "sql-bar" }, el("button", { type: "button", class: "primary", id: "run-sql", text: "Run", onclick: run }), status), out),
+    el("aside", { class: "card" }, el("h3", { text: "Examples (Kusto → SQL)" }), examples)));
+}
+
+// --- router ------------------------------------------------------------------------------------------
+async function render(quiet) {
+  const seq = ++renderSeq;
+  syncChrome();
+  scheduleRefresh();
+  const { path } = route();
+  hideTip();
+  const parts = path.split("/");
+  if (parts[0] === "dash") return renderDashboard(parts[1], seq, quiet);
+  if (parts[0] === "discover") return renderDiscover(seq);
+  if (parts[0] === "doc") return renderDocument(parts[1], parts.slice(2).join("/"), seq);
+  if (parts[0] === "sql") return renderSql();
+  location.hash = href("dash/overview", sharedParams());
+}
+
+async function start() {
+  setupChrome();
+  try { META = await api("/api/dashboards"); }
+  catch (e) { $("view").replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  window.addEventListener("hashchange", () => render());
+  let resizeTimer = null;
+  window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => render(true), 200); });
+  await loadOptions();
+  render();
+}
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,169 @@
+"""Event Hub input throughput and freshness against the AMQP stand-in, next to the core `ingest` rate.
+
+    python bench/bench_eventhub.py [--records 100000] [--rate 5000] [--seconds 20]
+
+1. baseline: the same records as an NDJSON file through `pipeline.ingest_files` (what `aoai-monitor ingest` does);
+2. throughput: preloaded messages of ~100 records (as diagnostic settings send them) → committed store rows,
+   one `run` service in this process (target ≥ 20 k records/s);
+3. freshness: messages appended live at --rate records/s; each message's enqueued time → the moment its
+   rows are visible to a query on the store (target p95 ≤ 2 s at 5 k records/s).
+Numbers are machine-dependent; the ratio to the baseline measured in the same run is the comparable figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.standins import amqp_shim  # noqa: E402  (test-only stand-in and pyamqp padding shim)
+
+amqp_shim.install()
+
+from aoai_monitor.config import load  # noqa: E402
+from aoai_monitor.pipeline import ingest_files  # noqa: E402
+from aoai_monitor.service import Service  # noqa: E402
+from aoai_monitor.store import Store  # noqa: E402
+from tests.standins.azurite import Azurite  # noqa: E402
+from tests.standins.eventhubs import EventHubStandin  # noqa: E402
+from tests.test_eventhub_input import _RECORD, make_body  # noqa: E402
+
+import orjson  # noqa: E402
+
+
+def config(tmp: Path, hub, azurite, store: Path) -> Path:
+    path = tmp / f"{store.stem}.toml"
+    container = azurite.create_container()
+    path.write_text(f'[store]\npath = "{store}"\n[service]\nstatus_interval = "2s"\n[[inputs.eventhub]]\n'
+                    f'connection_string = "{hub.connection_string()}"\n'
+                    f'storage_account_connection_string = "{azurite.connection_string}"\n'
+                    f'storage_account_container = "{container}"\nmax_wait_time = "0.2s"\n')
+    return path
+
+
+def baseline(tmp: Path, records: int) -> float:
+    src = tmp / "baseline.jsonl"
+    with open(src, "wb") as fh:
+        for i in range(records):
+            r = dict(_RECORD)
+            r["correlationId"] = f"base-{i}"
+            fh.write(orjson.dumps(r) + b"\n")
+    with Store(tmp / "baseline.duckdb") as store:
+        summary = ingest_files(store, [src])
+    return summary.records / summary.seconds
+
+
+def throughput(tmp: Path, azurite, records: int) -> float:
+    hub = EventHubStandin(eventhub="bench", partitions=4).start()
+    try:
+        messages = records // 100
+        for p in range(4):
+            hub.append_many(p, [make_body(f"tp{p}-{i}", 100) for i in range(messages // 4)])
+        service = Service(load(config(tmp, hub, azurite, tmp / "throughput.duckdb")))
+        total = messages // 4 * 4 * 100
+
+        async def go() -> float:
+            task = asyncio.create_task(service.run())
+            first = None
+            while True:
+                n = sum(s.records for s in service.status.parts.values())
+                if n and first is None:
+                    first = (time.perf_counter(), n)
+                if n >= total:
+                    break
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+            end = time.perf_counter()
+            service.request_stop()
+            await task
+            # From the first committed batch (start-up excluded: connecting, claiming partitions).
+            return (total - first[1]) / (end - first[0])
+
+        return asyncio.run(go())
+    finally:
+        hub.stop()
+
+
+def freshness(tmp: Path, azurite, rate: int, seconds: float) -> list[float]:
+    hub = EventHubStandin(eventhub="fresh", partitions=4).start()
+    store_path = tmp / "fresh.duckdb"
+    try:
+        service = Service(load(config(tmp, hub, azurite, store_path)))
+        sent: dict[str, float] = {}
+        stop = threading.Event()
+
+        def producer() -> None:
+            interval = 100 / rate  # one 100-record message per interval, round robin over partitions
+            i = 0
+            nxt = time.time()
+            while not stop.is_set() and i < rate * seconds / 100:
+                key = f"fr-{i}"
+                sent[key] = time.time()
+                hub.append(i % 4, make_body(key, 100), enqueued_time=sent[key])
+                i += 1
+                nxt += interval
+                time.sleep(max(0.0, nxt - time.time()))
+
+        latencies: list[float] = []
+
+        async def go() -> None:
+            task = asyncio.create_task(service.run())
+            while sum(s.owned for s in service.status.parts.values()) < 4:
+                await asyncio.sleep(0.1)
+            thread = threading.Thread(target=producer)
+            thread.start()
+            seen: set[str] = set()
+            while thread.is_alive() or len(seen) < len(sent):
+                await asyncio.sleep(0.05)
+                now = time.time()
+                rows = service.store.cursor().execute(
+                    "SELECT DISTINCT split_part(\"azure.open_ai.correlation_id\", '-', 2) FROM logs "
+                    "WHERE \"event.ingested\" >= now() - INTERVAL 10 SECOND").fetchall()
+                for (part,) in rows:
+                    key = f"fr-{part}"
+                    if key in sent and key not in seen:
+                        seen.add(key)
+                        latencies.append(now - sent[key])
+            stop.set()
+            service.request_stop()
+            await task
+
+        asyncio.run(go())
+        return sorted(latencies)
+    finally:
+        hub.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--rate", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=20)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, Azurite() as azurite:
+        tmp = Path(d)
+        print(f"baseline: ingest_files on {args.records:,} NDJSON records …", file=sys.stderr)
+        base = baseline(tmp, args.records)
+        print(f"throughput: {args.records:,} records in 100-record messages over 4 partitions …", file=sys.stderr)
+        rate = throughput(tmp, azurite, args.records)
+        print(f"freshness: {args.rate:,} records/s for {args.seconds:.0f}s …", file=sys.stderr)
+        lat = freshness(tmp, azurite, args.rate, args.seconds)
+    p50 = lat[len(lat) // 2] if lat else float("nan")
+    p95 = lat[int(len(lat) * 0.95)] if lat else float("nan")
+    print(f"core ingest (baseline):      {base:,.0f} records/s")
+    print(f"eventhub → committed rows:   {rate:,.0f} records/s  = {rate / base:.2f} × baseline  (target ≥ 20,000/s)")
+    print(f"freshness at {args.rate:,}/s:       p50 {p50:.2f}s  p95 {p95:.2f}s over {len(lat)} messages  (target p95 ≤ 2 s)")
+    print(f"cpus: {os.cpu_count()}  load avg: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

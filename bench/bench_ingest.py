@@ -1,0 +1,100 @@
+"""Ingest throughput, as ratios against baselines measured in the same run (the machine is noisy).
+
+    python bench/bench_ingest.py --records 1000000
+
+(a) floor: orjson.loads over the same lines (no normalization, no storage);
+(b) baseline: the straightforward path — per-record Python normalize, then batched row insert;
+(c) ours: `aoai-monitor ingest` as a separate process (whole process: start-up, reading, SQL fast path,
+    Python fallback, commit), with its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.gen_records import write  # noqa: E402
+
+
+def floor(path: Path) -> float:
+    start = time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            orjson.loads(line)
+            n += 1
+    return n / (time.perf_counter() - start)
+
+
+def baseline(path: Path, store_path: Path, limit: int) -> float:
+    """Per-record Python normalize + insert, the way a first implementation would do it."""
+    from aoai_monitor.normalize import Normalized, decode_line, normalize_decoded
+    from aoai_monitor.store import Store
+
+    store = Store(store_path)
+    start = time.perf_counter()
+    n = 0
+    batch = Normalized()
+    with open(path, "rb") as f:
+        for line in f:
+            normalize_decoded(decode_line(line), "bench", batch)
+            n += 1
+            if batch.records >= 20_000:
+                store.commit(batch.logs, batch.metrics, batch.rejects)
+                batch = Normalized()
+            if n >= limit:
+                break
+    store.commit(batch.logs, batch.metrics, batch.rejects)
+    elapsed = time.perf_counter() - start
+    store.close()
+    return n / elapsed
+
+
+def ours(path: Path, store_path: Path, records: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "aoai_monitor.cli", "ingest", str(path), "--store", str(store_path),
+                           "--quiet"], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return records / elapsed, rss_mb
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=200_000, help="records to generate (default 200k)")
+    ap.add_argument("--baseline-records", type=int, default=100_000, help="records the slow baseline processes")
+    ap.add_argument("--keep", help="directory to keep the generated file and stores in")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="aoai-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"records-{args.records}.ndjson"
+    if not data.exists():
+        print(f"generating {args.records:,} records → {data}", file=sys.stderr)
+        with open(data, "wb") as f:
+            write(args.records, f)
+    for p in work.glob("*.duckdb*"):
+        os.remove(p)
+    size_mb = data.stat().st_size / 1e6
+    fl = floor(data)
+    base = baseline(data, work / "baseline.duckdb", min(args.baseline_records, args.records))
+    rate, rss = ours(data, work / "ours.duckdb", args.records)
+    print(f"records: {args.records:,} ({size_mb:,.0f} MB, {size_mb * 1e6 / args.records:,.0f} B/record), cores: {os.cpu_count()}")
+    print(f"(a) orjson floor:        {fl:>12,.0f} records/s")
+    print(f"(b) baseline (Python):   {base:>12,.0f} records/s  = {base / fl:6.1%} of floor")
+    print(f"(c) aoai-monitor ingest: {rate:>12,.0f} records/s  = {rate / fl:6.1%} of floor, {rate / base:4.1f}x baseline, "
+          f"peak RSS {rss:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

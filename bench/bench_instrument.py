@@ -1,0 +1,190 @@
+"""Instrumentation overhead per call and OTLP receiver throughput.
+
+    python bench/bench_instrument.py [--calls 4000] [--batches 40]
+
+1. Overhead: the real AzureOpenAI client on an in-process httpx transport (no network noise), chat
+   completions plain and streamed, timed per call in alternating blocks with and without instrument()
+   (real SDK TracerProvider + BatchSpanProcessor, MeterProvider). Overhead = median(instrumented) −
+   median(baseline), same run, in CPU time of the calling thread (the span export runs on the SDK's
+   own thread); wall-clock medians are printed too, and agree with it on an idle machine. Target ≤ 50 µs.
+2. Receiver: protobuf export requests of 512 GenAI-like spans POSTed by 4 threads to run_otlp_receiver
+   on a temporary store; spans stored per second. Target ≥ 10,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import openai  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+
+from aoai_monitor.instrument import instrument, uninstrument  # noqa: E402
+from aoai_monitor.sources.otlp import run_otlp_receiver  # noqa: E402
+from aoai_monitor.store import Store  # noqa: E402
+
+HEADERS = {"content-type": "application/json", "apim-request-id": "0d6c1c47-7c1e-4c39-9d0c-3f0b3c7e6a11",
+           "x-request-id": "1f7c0c1a-2b2c-4d4e-8f8f-0a0b0c0d0e0f", "x-ms-region": "East US"}
+COMPLETION = json.dumps({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1735689600, "model": "gpt-4o-2024-08-06",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello"}}],
+    "usage": {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22}}).encode()
+CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1735689600, "model": "gpt-4o-2024-08-06"}
+SSE = b"".join(b"data: " + json.dumps({**CHUNK, "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}).encode()
+               + b"\n\n" for t in ("Hello", " there", "!")) + b"data: " + json.dumps(
+    {**CHUNK, "choices": [], "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}}).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+class Discard(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    if b'"stream":true' in request.content:
+        return httpx.Response(200, headers={**HEADERS, "content-type": "text/event-stream"}, content=SSE)
+    return httpx.Response(200, headers=HEADERS, content=COMPLETION)
+
+
+def bench_overhead(calls: int) -> dict:
+    client = openai.AzureOpenAI(azure_endpoint="https://bench.openai.azure.com", api_key="k", api_version="2024-10-21",
+                                http_client=httpx.Client(transport=httpx.MockTransport(_handler)), max_retries=0)
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=100_000))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    messages = [{"role": "user", "content": "hi"}]
+
+    def plain():
+        client.chat.completions.create(model="dep", messages=messages)
+
+    def streamed():
+        for _ in client.chat.completions.create(model="dep", messages=messages, stream=True):
+            pass
+
+    results = {}
+    for name, fn in (("chat", plain), ("chat_stream", streamed)):
+        base, inst, base_wall, inst_wall = [], [], [], []
+        for _ in range(200):  # warm both paths
+            fn()
+        block = 100
+        for _ in range(max(calls // (2 * block), 1)):
+            for target, wall, on in ((base, base_wall, False), (inst, inst_wall, True)):
+                if on:
+                    instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, pricer=None)
+                for _ in range(block):
+                    w, t = time.perf_counter_ns(), time.thread_time_ns()
+                    fn()
+                    target.append(time.thread_time_ns() - t)
+                    wall.append(time.perf_counter_ns() - w)
+                if on:
+                    uninstrument()
+        b, i = statistics.median(base) / 1000, statistics.median(inst) / 1000
+        bw, iw = statistics.median(base_wall) / 1000, statistics.median(inst_wall) / 1000
+        results[name] = {"baseline_us": round(b, 1), "instrumented_us": round(i, 1), "overhead_us": round(i - b, 1),
+                         "wall_overhead_us": round(iw - bw, 1), "calls_each": len(base)}
+    tracer_provider.shutdown()
+    return results
+
+
+def _span_request(batch: int, size: int) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    for k, v in (("service.name", "bench"), ("service.version", "1.0"), ("host.name", "h1")):
+        kv = rs.resource.attributes.add()
+        kv.key, kv.value.string_value = k, v
+    ss = rs.scope_spans.add()
+    ss.scope.name = "aoai_monitor.instrument"
+    t0 = 1_767_225_600_000_000_000 + batch * size * 1_000_000
+    strings = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "azure.ai.openai", "aoai.operation": "ChatCompletions_Create",
+               "server.address": "acme.openai.azure.com", "gen_ai.request.model": "gpt4o-prod", "aoai.deployment": "gpt4o-prod",
+               "aoai.api_version": "2024-10-21", "gen_ai.response.model": "gpt-4o-2024-08-06", "aoai.model": "gpt-4o-2024-08-06",
+               "aoai.region": "East US"}
+    ints = {"gen_ai.usage.input_tokens": 14, "aoai.tokens.input": 14, "gen_ai.usage.output_tokens": 8, "aoai.tokens.output": 8,
+            "aoai.tokens.total": 22, "http.response.status_code": 200, "aoai.status_code": 200, "completion_count": 1,
+            "token_count": 22, "prompt_tokens": 14, "completion_tokens": 8}
+    for n in range(size):
+        sp = ss.spans.add(trace_id=(batch * size + n + 1).to_bytes(16, "big"), span_id=(batch * size + n + 1).to_bytes(8, "big"),
+                          name="chat gpt4o-prod", kind=3, start_time_unix_nano=t0 + n * 1_000_000,
+                          end_time_unix_nano=t0 + n * 1_000_000 + 350_000_000)
+        for k, v in strings.items():
+            a = sp.attributes.add()
+            a.key, a.value.string_value = k, v
+        for k, v in ints.items():
+            a = sp.attributes.add()
+            a.key, a.value.int_value = k, v
+        for k, v in (("aoai.cost", 0.000115), ("cost", 0.000115)):
+            a = sp.attributes.add()
+            a.key, a.value.double_value = k, v
+        for k, v in (("gen_ai.response.id", f"chatcmpl-{batch}-{n}"), ("aoai.apim_request_id", f"apim-{batch}-{n}"),
+                     ("aoai.request_id", f"req-{batch}-{n}")):
+            a = sp.attributes.add()
+            a.key, a.value.string_value = k, v
+        a = sp.attributes.add()
+        a.key = "aoai.stream"
+        a.value.bool_value = False
+    return req.SerializeToString()
+
+
+def bench_receiver(batches: int, size: int = 512, senders: int = 4) -> dict:
+    bodies = [_span_request(b, size) for b in range(batches)]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+        status: dict = {}
+        stop = threading.Event()
+        thread = threading.Thread(target=lambda: asyncio.run(run_otlp_receiver({"port": 0}, store, status, stop)), daemon=True)
+        thread.start()
+        while "port" not in status.get("otlp", {}):
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{status['otlp']['port']}/v1/traces"
+
+        def send(body: bytes) -> int:
+            req = urllib.request.Request(url, body, {"Content-Type": "application/x-protobuf"}, method="POST")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(senders) as pool:
+            codes = list(pool.map(send, bodies))
+        seconds = time.perf_counter() - t
+        stored = store.count("spans")
+        stop.set()
+        thread.join(10)
+    assert set(codes) == {200} and stored == batches * size, (set(codes), stored)
+    return {"spans": stored, "seconds": round(seconds, 2), "spans_per_s": round(stored / seconds),
+            "batch_size": size, "senders": senders}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=4000, help="timed calls per variant (half baseline, half instrumented)")
+    parser.add_argument("--batches", type=int, default=40, help="export requests of 512 spans for the receiver")
+    args = parser.parse_args()
+    overhead = bench_overhead(args.calls)
+    for name, r in overhead.items():
+        print(f"{name:12s} baseline {r['baseline_us']:8.1f} µs  instrumented {r['instrumented_us']:8.1f} µs  "
+              f"overhead {r['overhead_us']:6.1f} µs/call CPU, {r['wall_overhead_us']:.1f} wall "
+              f"(median, {r['calls_each']} calls each; target ≤ 50)")
+    receiver = bench_receiver(args.batches)
+    print(f"receiver     {receiver['spans']:,} spans in {receiver['seconds']} s = {receiver['spans_per_s']:,} spans/s "
+          f"({receiver['senders']} senders, {receiver['batch_size']} spans/request; target ≥ 10,000)")
+    print(json.dumps({"overhead": overhead, "receiver": receiver}))
+
+
+if __name__ == "__main__":
+    main()

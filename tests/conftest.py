@@ -1,0 +1,3 @@
+"""Shared pytest configuration."""
+
+from tests.standins.fixtures import *  # noqa: F401,F403 - azurite, eventhub_standin, ...

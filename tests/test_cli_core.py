@@ -1,0 +1,87 @@
+"""The core commands as a user runs them: parse, ingest, query, fields, prune, summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aoai_monitor.docs import fields_markdown
+from tests.core_helpers import FIXTURES, ROOT, sample
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aoai_monitor.cli", *args], input=stdin, capture_output=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_parse_writes_documents_in_input_order_and_rejects_to_stderr():
+    proc = run("parse", str(FIXTURES / "ndjson_with_bad_lines.ndjson"), str(FIXTURES / "bare_array.json"))
+    assert proc.returncode == 0
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [d["azure"]["open_ai"]["properties"]["object_id"] for d in docs] == ["d", "a", "b"]
+    assert docs[0]["@timestamp"] == "2025-10-01T15:00:00.000Z" and docs[0]["_id"]
+    rejects = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [r["source"].rsplit(":", 1)[1] for r in rejects] == ["2", "3"]
+    assert all(r["reason"] and r["raw"] for r in rejects)
+
+
+def test_parse_reads_stdin():
+    proc = run("parse", stdin=sample("elastic/test-open-ai-gateway.log"))
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 3
+
+
+def test_ingest_query_and_formats(tmp_path: Path):
+    store = str(tmp_path / "s.duckdb")
+    proc = run("ingest", str(FIXTURES), "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "records read" in out and "dead-lettered" in out and "records/s" in out
+    again = run("ingest", str(FIXTURES), "--store", store).stdout.decode()
+    assert " 0 logs and 0 metrics stored" in again and "duplicates skipped" in again
+
+    sql = 'SELECT "azure.open_ai.category" AS c, count(*) AS n FROM logs GROUP BY 1 ORDER BY 1'
+    as_json = [json.loads(x) for x in run("query", sql, "--store", store, "--format", "json").stdout.splitlines()]
+    assert {"c": "Audit", "n": 4} in as_json
+    as_csv = list(csv.reader(io.StringIO(run("query", sql, "--store", store, "--format", "csv").stdout.decode())))
+    assert as_csv[0] == ["c", "n"]
+    table = run("query", sql, "--store", store).stdout.decode()
+    assert "Audit" in table and "row(s)" in table
+
+
+def test_query_refuses_writes_with_a_clear_error(tmp_path: Path):
+    store = str(tmp_path / "s.duckdb")
+    run("ingest", str(FIXTURES / "bare_array.json"), "--store", store)
+    proc = run("query", "DELETE FROM logs", "--store", store)
+    assert proc.returncode == 2
+    assert b"only SELECT" in proc.stderr
+    assert run("query", "SELECT count(*) FROM logs", "--store", store, "--format", "csv").stdout.decode().split()[-1] == "2"
+
+
+def test_query_on_missing_store_says_what_to_do(tmp_path: Path):
+    proc = run("query", "SELECT 1", "--store", str(tmp_path / "none.duckdb"))
+    assert proc.returncode == 2 and b"aoai-monitor ingest" in proc.stderr
+
+
+def test_ingest_missing_path_fails_clearly(tmp_path: Path):
+    proc = run("ingest", str(tmp_path / "missing.json"), "--store", str(tmp_path / "s.duckdb"))
+    assert proc.returncode == 2 and b"no such file" in proc.stderr
+
+
+def test_fields_reference_is_generated_and_docs_are_in_sync():
+    proc = run("fields")
+    assert proc.returncode == 0
+    assert "`aoai.deployment`" in proc.stdout.decode()
+    assert (ROOT / "docs" / "fields.md").read_text() == fields_markdown(), \
+        "docs/fields.md is stale: run `aoai-monitor fields > docs/fields.md`"
+
+
+def test_summary_prints_the_store_overview(tmp_path: Path):
+    store = str(tmp_path / "s.duckdb")
+    run("ingest", str(FIXTURES), "--store", store)
+    out = run("summary", "--store", store).stdout.decode()
+    assert "Documents by category" in out and "GatewayLlmLogs" in out and "Dead letters" in out

@@ -1,0 +1,264 @@
+"""aoai_monitor.instrument end to end: the real openai client against a local Azure OpenAI REST stand-in,
+instrumented, exporting OTLP/protobuf with the real SDK exporters to a real aoai-monitor receiver; then
+what the store holds, the cost, and the link to a gateway log written for the same request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aoai_monitor.instrument import instrument, uninstrument
+from aoai_monitor.query import traces
+from aoai_monitor.store import Store
+from tests.standins.azure_openai_api import AzureOpenAIStandin
+from tests.test_otlp_receiver import TOKEN, _gateway_log, running_receiver
+
+API_VERSION = "2024-10-21"
+PRICES = {"gpt-4o-2024-08-06": (2.5e-6, 1.25e-6, 10e-6)}  # USD per input, cached input, output token
+
+
+def pricer(*, deployment, model, input_tokens, output_tokens, cached_tokens, operation):
+    """Stands where the pricing component's price_request goes: (input − cached) × in + cached × cache + out × out."""
+    if model not in PRICES:
+        return None
+    p_in, p_cached, p_out = PRICES[model]
+    return (input_tokens - cached_tokens) * p_in + cached_tokens * p_cached + output_tokens * p_out
+
+
+class Pipeline:
+    def __init__(self, store: Store, url: str, api: AzureOpenAIStandin):
+        self.store, self.api = store, api
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        resource = Resource.create({"service.name": "shop", "service.version": "1.2"})
+        self.tracer_provider = TracerProvider(resource=resource)
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{url}/v1/traces", headers=headers)))
+        self.reader = PeriodicExportingMetricReader(OTLPMetricExporter(f"{url}/v1/metrics", headers=headers),
+                                                    export_interval_millis=3_600_000)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.reader])
+
+    def instrument(self, **options):
+        instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, pricer=pricer, **options)
+
+    def client(self, api_version: str = API_VERSION, cls=openai.AzureOpenAI):
+        return cls(azure_endpoint=self.api.endpoint, api_key="test-key", api_version=api_version, max_retries=0)
+
+    def flush(self) -> None:
+        assert self.tracer_provider.force_flush(10_000)
+        assert self.meter_provider.force_flush(10_000)
+
+    def spans(self) -> dict[str, dict]:
+        """Stored spans by span name + operation + outcome order of arrival is not stable, so by response id."""
+        return {s["span.id"]: traces.get_span(self.store, s["span.id"]) for s in traces.list_spans(self.store, limit=1000)}
+
+
+@pytest.fixture()
+def pipeline(tmp_path):
+    with Store(tmp_path / "app.duckdb") as store, running_receiver(store) as (url, _), AzureOpenAIStandin() as api:
+        p = Pipeline(store, url, api)
+        p.instrument()
+        try:
+            yield p
+        finally:
+            uninstrument()
+            p.tracer_provider.shutdown()
+            p.meter_provider.shutdown()
+
+
+def _only(spans: dict, **match) -> dict:
+    found = [s for s in spans.values() if all(s.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, [(s["span.name"], s.get("gen_ai.response.id")) for s in spans.values()])
+    return found[0]
+
+
+def test_chat_span_cost_metrics_and_gateway_log_link(pipeline):
+    """A chat call's span has the Azure facts, cost and request ids; the gateway log of the same request
+    links both ways, and app vs service latency lines up."""
+    reply = pipeline.client().chat.completions.create(model="gpt4o-prod", messages=[{"role": "user", "content": "hi"}],
+                                                      max_tokens=50, temperature=0.2)
+    assert reply.choices[0].message.content == "Hello from gpt4o-prod"
+    call = pipeline.api.calls[-1]
+    pipeline.flush()
+    span = _only(pipeline.spans(), **{"gen_ai.response.id": call["response_id"]})
+    assert span["gen_ai.provider.name"] == span["aoai.provider"] == "azure.ai.openai"
+    assert (span["span.name"], span["span.kind"], span["service.name"]) == ("chat gpt4o-prod", "client", "shop")
+    assert (span["gen_ai.request.model"], span["aoai.deployment"]) == ("gpt4o-prod", "gpt4o-prod")
+    assert (span["gen_ai.response.model"], span["aoai.model"]) == ("gpt-4o-2024-08-06", "gpt-4o-2024-08-06")
+    assert (span["server.address"], span["aoai.api_version"], span["aoai.operation"]) == ("127.0.0.1", API_VERSION, "ChatCompletions_Create")
+    assert (span["gen_ai.request.max_tokens"], span["gen_ai.request.temperature"]) == (50, 0.2)
+    assert (span["aoai.tokens.input"], span["aoai.tokens.output"], span["aoai.tokens.total"], span["aoai.tokens.cached"]) == (14, 8, 22, 4)
+    assert span["aoai.cost"] == pytest.approx(10 * 2.5e-6 + 4 * 1.25e-6 + 8 * 10e-6)
+    assert (span["aoai.apim_request_id"], span["aoai.request_id"], span["aoai.region"]) == (
+        call["apim_request_id"], call["x_request_id"], "East US")
+    assert span["azure.service.request.id"] == call["apim_request_id"]
+    assert (span["aoai.status_code"], span["event.outcome"], span["aoai.stream"]) == (200, "success", False)
+    labels = span["extra"]
+    assert (labels["numeric_labels.token_count"], labels["numeric_labels.prompt_tokens"],
+            labels["numeric_labels.completion_tokens"], labels["numeric_labels.cost"]) == (22, 14, 8, span["aoai.cost"])
+    assert labels["numeric_labels.completion_count"] >= 1
+    assert "gen_ai.input.messages" not in labels  # content capture is off by default
+
+    # The gateway log of the same request: APIM's correlationId is the apim-request-id the client saw.
+    start_ms = int(span["@timestamp"].timestamp() * 1000)
+    log = _gateway_log(start_ms + 3, call["apim_request_id"], "gpt4o-prod", call["response_id"], 7)
+    pipeline.store.commit(logs=[log])
+    detail = traces.span_detail(pipeline.store, span["id"])
+    assert (detail["log"]["id"], detail["link"], detail["service_ms"]) == (log["id"], "response_id", 7.0)
+    assert detail["app_ms"] == span["aoai.duration_ms"] > 0
+    assert [(s["id"], s["link"]) for s in traces.spans_for_log(pipeline.store, log["id"])] == [(span["id"], "response_id")]
+    [row] = traces.app_vs_service_latency(pipeline.store, start_ms=start_ms - 1000, end_ms=start_ms + 60_000)
+    assert (row["deployment"], row["linked"], row["service_p50_ms"]) == ("gpt4o-prod", 1, 7.0)
+
+    # Without body logging only the request id links them.
+    pipeline.store.commit(logs=[_gateway_log(start_ms + 4, call["apim_request_id"], "other-dep", None, 9)])
+    pipeline.store.cursor().execute("DELETE FROM logs WHERE id = ?", [log["id"]])
+    assert traces.span_detail(pipeline.store, span["span.id"])["link"] == "request_id"
+
+    # GenAI metrics reached app_metrics.
+    usage = pipeline.store.cursor().execute(
+        'SELECT "gen_ai.token.type", sum("metric.sum") FROM app_metrics WHERE "metric.name" = \'gen_ai.client.token.usage\' '
+        "GROUP BY 1 ORDER BY 1").fetchall()
+    assert usage == [("input", 14.0), ("output", 8.0)]
+    assert pipeline.store.cursor().execute(
+        'SELECT "metric.count", "gen_ai.provider.name", "gen_ai.response.model" FROM app_metrics '
+        "WHERE \"metric.name\" = 'gen_ai.client.operation.duration'").fetchall() == [(1, "azure.ai.openai", "gpt-4o-2024-08-06")]
+
+
+def test_streaming_usage_injected_hidden_and_counted(pipeline):
+    """Streamed chat: include_usage is asked for and its chunk kept from the caller; on an api-version
+    without it, output tokens are counted and marked estimated (never reported as gen_ai.usage)."""
+    client = pipeline.client()
+    chunks = list(client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert all(c.choices for c in chunks[1:]) and not any(c.usage for c in chunks)
+    injected = pipeline.api.calls[-1]
+    assert injected["body"]["stream_options"] == {"include_usage": True}
+    # A caller that asks for usage itself gets the usage chunk.
+    asked = list(client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                                stream_options={"include_usage": True}))
+    assert asked[-1].usage.completion_tokens == 3 and asked[-1].choices == []
+    old = pipeline.client(api_version="2024-06-01")
+    text = "".join(c.choices[0].delta.content or "" for c in old.chat.completions.create(
+        model="dep", messages=[{"role": "user", "content": "hi"}], stream=True) if c.choices)
+    assert text == "Hello from Azure"
+    counted = pipeline.api.calls[-1]
+    assert "stream_options" not in counted["body"]
+    pipeline.flush()
+    spans = pipeline.spans()
+    s = _only(spans, **{"gen_ai.response.id": injected["response_id"]})
+    assert (s["aoai.stream"], s["aoai.tokens.input"], s["aoai.tokens.output"], s["gen_ai.usage.output_tokens"]) == (True, 14, 3, 3)
+    assert 0 < s["aoai.ttft_ms"] <= s["aoai.duration_ms"]
+    assert s["gen_ai.response.finish_reasons"] == ["stop"] and s["aoai.cost"] > 0
+    c = _only(spans, **{"gen_ai.response.id": counted["response_id"]})
+    assert (c["aoai.tokens.output"], c["aoai.tokens.estimated"], c["gen_ai.usage.output_tokens"], c["aoai.cost"]) == (3, True, None, None)
+    ttft = pipeline.store.cursor().execute(
+        "SELECT sum(\"metric.count\") FROM app_metrics WHERE \"metric.name\" = 'gen_ai.client.operation.time_to_first_chunk'").fetchone()
+    assert ttft == (3,)
+
+
+def test_errors_429_and_content_filter(pipeline):
+    """Throttling and content-filter errors reach the caller unchanged and are recorded as failures."""
+    client = pipeline.client()
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "trigger-429"}])
+    throttled = pipeline.api.calls[-1]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "trigger-content-filter"}])
+    assert info.value.code == "content_filter"
+    filtered = pipeline.api.calls[-1]
+    pipeline.flush()
+    spans = pipeline.spans()
+    t = _only(spans, **{"aoai.apim_request_id": throttled["apim_request_id"]})
+    assert (t["aoai.status_code"], t["error.type"], t["event.outcome"], t["span.status.code"]) == (429, "RateLimitError", "failure", "error")
+    assert t["span.events"][0]["name"] == "exception"
+    f = _only(spans, **{"aoai.apim_request_id": filtered["apim_request_id"]})
+    assert (f["aoai.status_code"], f["error.type"], f["aoai.content_filter.filtered"]) == (400, "BadRequestError", True)
+    errors = pipeline.store.cursor().execute(
+        "SELECT \"error.type\", sum(\"metric.count\") FROM app_metrics WHERE \"metric.name\" = 'gen_ai.client.operation.duration' "
+        "GROUP BY 1 ORDER BY 1").fetchall()
+    assert errors == [("BadRequestError", 1), ("RateLimitError", 1)]
+
+
+def test_async_responses_and_embeddings(pipeline):
+    """Async clients, the Responses API (plain and streamed) and embeddings are traced too."""
+    async def calls():
+        client = pipeline.client(cls=openai.AsyncAzureOpenAI)
+        stream = await client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}], stream=True)
+        async with stream:
+            texts = [c.choices[0].delta.content async for c in stream if c.choices]
+        response = await client.responses.create(model="dep", input="hi")
+        events = [e.type async for e in await client.responses.create(model="dep", input="hi", stream=True)]
+        emb = await client.embeddings.create(model="emb", input=["a", "b"])
+        return texts, response.output_text, events, emb.usage.prompt_tokens
+
+    texts, output, events, emb_tokens = asyncio.run(calls())
+    assert ("".join(t or "" for t in texts), output, events[-1], emb_tokens) == ("Hello from Azure", "Hello from Azure", "response.completed", 10)
+    sync = pipeline.client().responses.create(model="dep", input="hi")
+    assert sync.output_text == "Hello from Azure"
+    pipeline.flush()
+    rows = pipeline.store.cursor().execute(
+        'SELECT "aoai.operation", "aoai.stream", "aoai.tokens.input", "aoai.tokens.output", "aoai.ttft_ms" IS NOT NULL, '
+        '"gen_ai.operation.name" FROM spans ORDER BY 1, 2, 3').fetchall()
+    assert rows == [("ChatCompletions_Create", True, 14, 3, True, "chat"), ("Embeddings_Create", False, 10, None, False, "embeddings"),
+                    ("Responses_Create", False, 9, 3, False, "chat"), ("Responses_Create", False, 9, 3, False, "chat"),
+                    ("Responses_Create", True, 9, 3, True, "chat")]
+
+
+def test_content_capture_with_redaction(pipeline):
+    """When capture is on, the redaction hook sees messages first; a failing hook records nothing."""
+    def redact(messages, direction):
+        for m in messages:
+            for part in m["parts"]:
+                part["content"] = part["content"].replace("4111-1111", "[card]")
+        return messages
+
+    pipeline.instrument(capture_content=True, redact=redact)
+    client = pipeline.client()
+    client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "card 4111-1111"}])
+    first = pipeline.api.calls[-1]
+    pipeline.instrument(capture_content=True, redact=lambda messages, direction: 1 / 0)
+    client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "card 4111-1111"}])
+    second = pipeline.api.calls[-1]
+    pipeline.flush()
+    spans = pipeline.spans()
+    captured = _only(spans, **{"gen_ai.response.id": first["response_id"]})["extra"]
+    assert captured["gen_ai.input.messages"] == '[{"role":"user","parts":[{"type":"text","content":"card [card]"}]}]'
+    assert '"finish_reason":"stop"' in captured["gen_ai.output.messages"]
+    dropped = _only(spans, **{"gen_ai.response.id": second["response_id"]})["extra"]
+    assert "gen_ai.input.messages" not in dropped and "gen_ai.output.messages" not in dropped
+
+
+def test_openai_v2_keeps_plain_openai_and_azure_gets_one_span():
+    """With opentelemetry-instrumentation-openai-v2 installed first, an Azure call gets only our span
+    (provider azure.ai.openai), while a plain OpenAI client still goes through openai-v2."""
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    v2 = OpenAIInstrumentor()
+    v2.instrument(tracer_provider=provider)
+    instrument(tracer_provider=provider, pricer=None)
+    try:
+        with AzureOpenAIStandin() as api:
+            azure = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
+            azure.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            azure_spans = exporter.get_finished_spans()
+            plain = openai.OpenAI(base_url=f"{api.endpoint}/openai/deployments/dep", api_key="k", max_retries=0)
+            plain.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        uninstrument()
+        v2.uninstrument()
+    assert [(s.instrumentation_scope.name, s.attributes["gen_ai.provider.name"]) for s in azure_spans] == [
+        ("aoai_monitor.instrument", "azure.ai.openai")]
+    plain_span = exporter.get_finished_spans()[-1]
+    assert plain_span.instrumentation_scope.name != "aoai_monitor.instrument"
+    assert "azure.ai.openai" not in plain_span.attributes.values()

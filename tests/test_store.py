@@ -1,0 +1,145 @@
+"""The embedded store: idempotent writes, atomic commits with state, migrations, retention, readers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from aoai_monitor import schema
+from aoai_monitor.normalize import normalize_payload
+from aoai_monitor.pipeline import expand_inputs, ingest_files
+from aoai_monitor.query.sql import QueryError, open_for_queries, run_query
+from aoai_monitor.store import Store, StoreError
+from tests.core_helpers import FIXTURES, SAMPLES, fixture
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {t: store.count(t) for t in ("logs", "metrics", "dead_letters")}
+
+
+def test_ingest_twice_gives_the_same_row_counts(tmp_path: Path):
+    inputs = [str(FIXTURES)] + ([str(SAMPLES)] if SAMPLES.exists() else [])
+    files = expand_inputs(inputs)
+    store = Store(tmp_path / "s.duckdb")
+    first = ingest_files(store, files, workers=1)
+    counts = _counts(store)
+    second = ingest_files(store, files, workers=1)
+    assert _counts(store) == counts
+    assert second.stored == 0 and second.result.dead_lettered == 0
+    assert second.duplicates == first.stored
+    assert counts["logs"] > 10 and counts["dead_letters"] >= 2
+
+
+def test_commit_is_atomic_with_state(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    docs = normalize_payload(fixture("bare_array.json")).logs
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.insert("logs", docs)
+            tx.set_state({"input:x": {"offset": 10}})
+            raise RuntimeError("store failed half way")
+    assert store.count("logs") == 0
+    assert store.get_state("input:x") is None
+    store.commit(logs=docs, state={"input:x": {"offset": 10}})
+    assert store.count("logs") == 2 and store.get_state("input:x") == {"offset": 10}
+
+
+def test_unknown_fields_are_kept_in_extra(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    docs = normalize_payload(b'{"time":"2025-01-01T00:00:00Z","category":"Audit","operationName":"ListKey",'
+                             b'"properties":{"objectId":"o","brandNewKey":{"deep":1}}}').logs
+    store.commit(logs=docs)
+    value = store.cursor().execute(
+        """SELECT extra->>'$."azure.open_ai.properties.brand_new_key.deep"' FROM logs""").fetchone()[0]
+    assert value == "1"
+
+
+def test_older_store_is_migrated_forward(tmp_path: Path):
+    path = tmp_path / "old.duckdb"
+    store = Store(path)
+    store.commit(logs=normalize_payload(fixture("bare_array.json")).logs)
+    store.close()
+    # Simulate a store written before a field existed and before versioning recorded version 1.
+    con = duckdb.connect(str(path))
+    con.execute('ALTER TABLE logs DROP COLUMN "aoai.repairs"')
+    con.execute("UPDATE _meta SET value = '0' WHERE key = 'schema_version'")
+    con.close()
+    store = Store(path)
+    cols = {r[0] for r in store.cursor().execute("DESCRIBE logs").fetchall()}
+    assert "aoai.repairs" in cols
+    assert store.cursor().execute("SELECT value FROM _meta WHERE key='schema_version'").fetchone()[0] == str(schema.SCHEMA_VERSION)
+    assert store.count("logs") == 2
+
+
+def test_newer_store_is_refused_with_a_fix(tmp_path: Path):
+    path = tmp_path / "new.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE _meta SET value = '999' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="upgrade aoai-monitor"):
+        Store(path)
+
+
+def test_retention_prunes_old_documents(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    store.commit(logs=normalize_payload(fixture("bare_array.json")).logs)  # 2025-10-01
+    now_doc = normalize_payload(
+        ('{"time":"%s","category":"Audit","operationName":"ListKey","properties":{"objectId":"n"}}'
+         % time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())).encode()).logs
+    store.commit(logs=now_doc)
+    removed = store.prune("30d")
+    assert removed["logs"] == 2 and store.count("logs") == 1
+
+
+def test_readers_query_while_a_writer_commits(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    docs = normalize_payload(fixture("bare_array.json")).logs
+    errors, seen = [], []
+
+    def reader():
+        try:
+            for _ in range(50):
+                seen.append(store.cursor().execute("SELECT count(*) FROM logs").fetchone()[0])
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(20):
+        d = [dict(x, id=f"{i:08d}-0000-0000-0000-{n:012d}") for n, x in enumerate(docs)]
+        store.commit(logs=d)
+    t.join()
+    assert not errors and seen == sorted(seen) and store.count("logs") == 40
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM logs", "DROP TABLE logs", "INSERT INTO logs (id) VALUES (uuid())",
+    "COPY logs TO '/tmp/aoai-exfil.csv'", "ATTACH '/tmp/other.duckdb'", "SELECT 1; DROP TABLE logs",
+    "PRAGMA version", "INSTALL httpfs",
+])
+def test_query_refuses_anything_but_one_select(tmp_path: Path, sql: str):
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    store = open_for_queries(str(path))
+    with pytest.raises(QueryError):
+        run_query(store, sql)
+
+
+def test_query_cannot_read_files(tmp_path: Path):
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    store = open_for_queries(str(path))
+    with pytest.raises(QueryError):
+        run_query(store, f"SELECT * FROM read_csv('{secret}')")
+
+
+def test_missing_store_error_says_what_to_do(tmp_path: Path):
+    with pytest.raises(StoreError, match="aoai-monitor ingest"):
+        open_for_queries(str(tmp_path / "nope.duckdb"))
