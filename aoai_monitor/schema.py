@@ -486,3 +486,44 @@ _COST = [
     Field("aoai.cost.assumed", "keyword", "What pricing had to assume, e.g. 'sku GlobalStandard (default)'.", AOAI),
 ]
 TABLES["logs"] = TABLES["logs"] + tuple(_COST)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alerts (issue #7, owner: alerting). `alerts` is the history of alert state changes (one row per change of
+# a rule's group: pending, firing, severity change, recovered, ok); the current state lives in the state
+# table (key alerts.current.*), committed with the row. `anomalies` holds the scored anomalous buckets that
+# charts overlay and anomaly rules count. See docs/alerts.md.
+# ---------------------------------------------------------------------------------------------------
+_ALERTS = [
+    Field("@timestamp", "date", "Evaluation time at which the state changed.", ECS),
+    Field("event.ingested", "date", "When aoai-monitor stored the row.", ECS),
+    Field("alert.rule.id", "keyword", "Rule id (from [[alerts.rules]], a template, an SLO or the UI).", AOAI),
+    Field("alert.rule.name", "keyword", "Rule title.", AOAI),
+    Field("alert.rule.kind", "keyword", "threshold, slo, anomaly or budget.", AOAI),
+    Field("alert.group", "keyword", "The group the state belongs to, e.g. 'aoai.deployment=gpt-4o' ('' for an ungrouped rule).", AOAI),
+    Field("alert.state", "keyword", "New state: ok, pending, firing or recovered.", AOAI),
+    Field("alert.previous_state", "keyword", "State before this change.", AOAI),
+    Field("alert.severity", "keyword", "warning or critical while pending/firing; empty otherwise.", AOAI),
+    Field("alert.value", "double", "The evaluated value (empty when there was no data).", AOAI),
+    Field("alert.threshold", "double", "The threshold the value crossed (or recovered below).", AOAI),
+    Field("alert.message", "text", "What happened and what to do (the notification text).", AOAI),
+    Field("alert.no_data", "boolean", "The change was caused by missing data.", AOAI),
+    Field("alert.notify", "keyword", "Notification outcome: sent, failed, silenced, catch-up (summarised later) or none.", AOAI),
+    Field("alert.targets", "flattened", "Targets notified (names; never URLs).", AOAI),
+]
+
+_ANOMALIES = [
+    Field("@timestamp", "date", "Start of the scored bucket.", ECS),
+    Field("event.ingested", "date", "When aoai-monitor stored the row.", ECS),
+    Field("aoai.deployment", "keyword", "Deployment the series belongs to.", AOAI),
+    Field("anomaly.metric", "keyword", "request_rate, tokens, latency_ms or error_rate.", AOAI),
+    Field("anomaly.bucket_ms", "long", "Bucket length in ms.", AOAI),
+    Field("anomaly.value", "double", "Observed value of the bucket.", AOAI),
+    Field("anomaly.expected", "double", "Seasonal baseline (median of the hour-of-day/day-of-week slot).", AOAI),
+    Field("anomaly.lower", "double", "Lower edge of the normal band at the configured sensitivity.", AOAI),
+    Field("anomaly.upper", "double", "Upper edge of the normal band.", AOAI),
+    Field("anomaly.score", "double", "Robust z-score: (value − expected) / spread.", AOAI),
+    Field("anomaly.direction", "keyword", "above or below the band.", AOAI),
+]
+TABLES["alerts"] = tuple(_ALERTS)
+TABLES["anomalies"] = tuple(_ANOMALIES)

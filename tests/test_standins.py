@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 from typing import Callable, Dict, List, Tuple
 
-import pytest
 from azure.eventhub import EventData, EventHubProducerClient
 from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient as AsyncProducer
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
@@ -310,6 +309,46 @@ async def test_starting_positions() -> None:
     }
 
 
+async def test_owner_level_receivers_share_and_steal(eventhub_standin) -> None:
+    """Plain receivers share a partition; an owner-level (epoch) receiver takes it over."""
+    hub = eventhub_standin
+    hub.append("0", b"before")
+    received: Dict[str, List[int]] = defaultdict(list)
+    errors: Dict[str, List[Exception]] = defaultdict(list)
+    clients = {name: consumer(hub) for name in ("plain1", "plain2", "owner")}
+
+    def callbacks(name: str) -> Dict[str, Callable]:
+        async def on_event(ctx, event) -> None:
+            received[name].append(event.sequence_number)
+
+        async def on_error(ctx, error) -> None:
+            errors[name].append(error)
+
+        return {"on_event": on_event, "on_error": on_error}
+
+    tasks = [asyncio.create_task(clients[name].receive(partition_id="0", starting_position="-1", **callbacks(name)))
+             for name in ("plain1", "plain2")]
+    try:
+        await wait_until(lambda: received["plain1"] == [0] and received["plain2"] == [0], 10, "both plain receivers")
+        tasks.append(asyncio.create_task(clients["owner"].receive(
+            partition_id="0", starting_position="-1", owner_level=5, **callbacks("owner"))))
+        await wait_until(lambda: received["owner"] == [0], 10, "the owner-level receiver")
+        await wait_until(lambda: [r["epoch"] for r in hub.active_receivers()] == [5], 10, "the take-over")
+        hub.append("0", b"after")
+        await wait_until(lambda: received["owner"] == [0, 1], 10, "the owner to get new events")
+        await asyncio.sleep(0.3)
+    finally:
+        for client in clients.values():
+            await client.close()
+        for task in tasks:
+            await task
+    # The SDK reports the detach as ConnectionLostError carrying amqp:link:stolen.
+    for name in ("plain1", "plain2"):
+        assert received[name] == [0]
+        assert errors[name] and "amqp:link:stolen" in str(errors[name][0])
+    assert not errors["owner"]
+
+
 # --------------------------------------------------------------------------- bulk
 
 
@@ -341,7 +380,7 @@ async def test_preloaded_100k_events_with_receive_batch(eventhub_standin, record
     task = asyncio.create_task(client.receive_batch(on_batch, starting_position="-1", max_batch_size=300))
     try:
         # About 15 s on an idle 2-core machine; the margin is for a busy one.
-        await asyncio.wait_for(done.wait(), 300)
+        await asyncio.wait_for(done.wait(), 240)
         receive_s = time.perf_counter() - started
     finally:
         await client.close()

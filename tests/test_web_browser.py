@@ -33,6 +33,15 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 
 
+def wait_until(page, expression: str, timeout_s: float = 15.0) -> None:
+    """Poll a page expression from the test side: the UI's CSP forbids eval, which wait_for_function needs."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(100)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("browser") / "demo.duckdb")
@@ -123,14 +132,14 @@ def test_drag_to_zoom_narrows_the_range_and_keeps_filters(served, page):
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=8)
     page.mouse.up()
-    page.wait_for_function(f"!location.hash.includes('from={START_MS}')")
+    wait_until(page, f"!location.hash.includes('from={START_MS}')")
     page.wait_for_selector(".grid[data-dash='overview'][data-ready='1']")
     params = dict(re.findall(r"(\w+)=([^&]+)", page.evaluate("location.hash")))
     t0, t1 = int(params["from"]), int(params["to"])
     assert START_MS < t0 < t1 < END_MS and params["dep"] == "gpt-4o"
     assert 0.15 < (t1 - t0) / (END_MS - START_MS) < 0.35
     assert page.locator("#range").input_value() == "custom"
-    page.wait_for_function(f"document.querySelector(\"[data-panel='total_requests'] .stat\").dataset.value !== '{int(before)}'")
+    wait_until(page, f"document.querySelector(\"[data-panel='total_requests'] .stat\").dataset.value !== '{int(before)}'")
     start, end = t0 // 60_000 * 60_000, -(-t1 // 60_000) * 60_000
     assert stat(page, "total_requests") == sql(path, REQUESTS + ' AND "aoai.deployment" = ?', [start, end, "gpt-4o"])
     # Links to the other dashboards keep the zoomed range and the deployment filter.
@@ -162,7 +171,7 @@ def test_discover_query_fields_and_document(served, page):
     page.wait_for_selector("#view[data-ready='1']")
     page.fill("#kql", "aoai.status_code >= 400 and azure.open_ai.category:RequestResponse")
     page.press("#kql", "Enter")
-    page.wait_for_function("location.hash.includes('status_code')")
+    wait_until(page, "location.hash.includes('status_code')")
     page.wait_for_selector("#hit-count")
     page.wait_for_selector(".field-list li.field")
     assert int(page.locator("#hit-count").get_attribute("data-total")) == sql(path, REQUESTS + ' AND "aoai.status_code" >= 400', [START_MS, END_MS])
@@ -171,7 +180,7 @@ def test_discover_query_fields_and_document(served, page):
     page.locator(".field-list li.field[data-field='aoai.status_code']").first.click()
     page.wait_for_selector(".top-values .tv")
     page.locator(".top-values .tv button[title='Filter for value']").first.click()
-    page.wait_for_function("decodeURIComponent(location.hash).includes('aoai.status_code:\"')")
+    wait_until(page, "decodeURIComponent(location.hash).includes('aoai.status_code:\"')")
     page.wait_for_selector("#hit-count")
     page.wait_for_selector(".field-list li.field")
     page.screenshot(path=str(SHOTS / "discover.png"), full_page=True)
@@ -205,7 +214,7 @@ def test_sql_page_runs_examples(served, page):
     page.wait_for_selector("#sql-result tbody td")
     assert int(page.locator("#sql-result tbody td").first.inner_text().replace(",", "")) == sql(path, "SELECT count(*) FROM logs")
     page.locator(".examples button").first.click()
-    page.wait_for_function("document.querySelectorAll('#sql-result tbody tr').length > 1")
+    wait_until(page, "document.querySelectorAll('#sql-result tbody tr').length > 1")
     page.fill("#sql", "DROP TABLE logs")
     page.click("#run-sql")
     page.wait_for_selector("#sql-error")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 import uuid
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Tuple
 
 # Section descriptors (AMQP 1.0 part 3.2).
 HEADER = 0x70
@@ -207,6 +207,22 @@ def split_sections(raw: bytes) -> List[Tuple[int, bytes]]:
     return out
 
 
+def data_section_value(section_bytes: bytes) -> bytes:
+    """The binary carried by one encoded data section."""
+    buf = memoryview(section_bytes)
+    pos = 3 if buf[1] == 0x53 else 10  # skip 0x00 + descriptor
+    code = buf[pos]
+    if code == 0xA0:
+        start, size = pos + 2, buf[pos + 1]
+    elif code == 0xB0:
+        start, size = pos + 5, _I.unpack_from(buf, pos + 1)[0]
+    else:
+        raise AmqpFormatError(f"data section does not hold binary (0x{code:02x})")
+    if start + size > len(buf):
+        raise AmqpFormatError("data section runs past the end of the buffer")
+    return bytes(buf[start:start + size])
+
+
 def map_section_entries(section_bytes: bytes) -> Tuple[bytes, int]:
     """Raw key/value bytes and element count of a map-valued section."""
     buf = memoryview(section_bytes)
@@ -222,6 +238,3 @@ def map_section_entries(section_bytes: bytes) -> Tuple[bytes, int]:
         return b"", 0
     raise AmqpFormatError(f"section value is not a map (0x{code:02x})")
 
-
-def annotations_section(raw_entries: bytes, count: int, extra: Optional[bytes] = None, extra_count: int = 0) -> bytes:
-    return section(MESSAGE_ANNOTATIONS, map_from_raw(raw_entries + (extra or b""), count + extra_count))

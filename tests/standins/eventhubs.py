@@ -90,6 +90,11 @@ RUNTIME_METRIC = "com.microsoft:enable-receiver-runtime-metric"
 LINK_STOLEN = "amqp:link:stolen"
 NOT_FOUND = "amqp:not-found"
 
+# Encoded once: they go into every stored event.
+_SEQUENCE_NUMBER_KEY = codec.encode_symbol(SEQUENCE_NUMBER)
+_OFFSET_KEY = codec.encode_symbol(OFFSET)
+_ENQUEUED_TIME_KEY = codec.encode_symbol(ENQUEUED_TIME)
+
 # What the standard tier reports on producer links; the SDK sizes batches by it.
 MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -226,10 +231,10 @@ class EventHubStandin:
         self._broker = _Broker(self)
         container = Container(self._broker)
         container.container_id = f"eventhubs-standin-{uuid.uuid4().hex[:8]}"
-        # Container.acceptor() rather than listen(url): a URL with port 0 means
-        # "default port" to proton's Url parser, and we want an ephemeral one.
+        # Port 0 lets the OS pick a free port; proton has no accessor for the
+        # bound port, so read it from the acceptor's listening socket.
         acceptor = container.acceptor(self.host, self._requested_port)
-        self.port = acceptor._selectable._delegate.getsockname()[1]  # the listening socket
+        self.port = acceptor._selectable._delegate.getsockname()[1]
         self._broker.acceptor = acceptor
         self._injector = EventInjector()
         container.selectable(self._injector)
@@ -338,9 +343,9 @@ class EventHubStandin:
         sequence_number = len(partition.events)
         offset = partition.next_offset
         entries = (annotation_entries
-                   + codec.encode_symbol(SEQUENCE_NUMBER) + codec.encode_long(sequence_number)
-                   + codec.encode_symbol(OFFSET) + codec.encode_string(str(offset))
-                   + codec.encode_symbol(ENQUEUED_TIME) + codec.encode_timestamp(enqueued_ms))
+                   + _SEQUENCE_NUMBER_KEY + codec.encode_long(sequence_number)
+                   + _OFFSET_KEY + codec.encode_string(str(offset))
+                   + _ENQUEUED_TIME_KEY + codec.encode_timestamp(enqueued_ms))
         count = annotation_count + 6
         if annotate_key:
             entries += codec.encode_symbol(PARTITION_KEY) + codec.encode_string(partition_key)
@@ -423,6 +428,10 @@ class EventHubStandin:
             return end
 
     def _wake(self) -> None:
+        # Nobody to serve: skip the pipe write.  Safe against a receiver that is
+        # attaching right now, because it pumps right after it registers.
+        if self._broker is None or not self._broker.has_receivers():
+            return
         # Coalesce: one pipe write per burst of appends is enough for the reactor.
         with self._lock:
             if self._wake_pending or self._injector is None:
@@ -493,6 +502,7 @@ class EventHubStandin:
         return self._store_locked(partition, header, entries, count, tail, enqueued_ms, body, properties, key,
                                   annotate_key=own_key is None and key is not None)
 
+
 def _batch_members(sections: List[Tuple[int, bytes]]) -> Optional[List[bytes]]:
     """Inner messages if this delivery is an SDK batch, else None.
 
@@ -506,9 +516,9 @@ def _batch_members(sections: List[Tuple[int, bytes]]) -> Optional[List[bytes]]:
     members = []
     for raw in data:
         try:
-            payload = decode_payload(memoryview(raw)).data[0]  # the binary inside this data section
+            payload = codec.data_section_value(raw)
             inner = codec.split_sections(payload)
-        except (codec.AmqpFormatError, IndexError, KeyError, TypeError, ValueError):
+        except (codec.AmqpFormatError, IndexError):
             return None
         if not any(d in codec.BODY_SECTIONS for d, _ in inner):
             return None
@@ -641,6 +651,8 @@ class _Broker(Handler):
         # A client that vanished without CLOSE (killed process) leaves its links behind.
         if event.connection is not None:
             self._forget_connection(event.connection)
+        if event.transport in self._transports:
+            self._transports.remove(event.transport)
 
     def _forget_connection(self, conn) -> None:
         conn_id = getattr(conn, "_standin_id", None)
@@ -739,9 +751,10 @@ class _Broker(Handler):
         refusal = _epoch_refusal(existing, epoch, link.name)
         if refusal:
             return self._refuse(link, LINK_STOLEN, refusal)
-        for old in existing:
-            if old.epoch is None or (epoch is not None and epoch >= old.epoch):
-                self._steal(old, link.name, epoch)
+        if epoch is not None:  # non-epoch receivers share a partition; epoch receivers take it over
+            for old in existing:
+                if old.epoch is None or epoch >= old.epoch:
+                    self._steal(old, link.name, epoch)
         receiver = _Receiver(link, partition, consumer_group, epoch, start, runtime_metric,
                              getattr(link.connection, "_standin_id", 0))
         link._standin_role = "partition"
@@ -750,16 +763,14 @@ class _Broker(Handler):
         link.open()
         self._pump(receiver)
 
-    def _steal(self, old: _Receiver, new_name: str, new_epoch: Optional[int]) -> None:
+    def _steal(self, old: _Receiver, new_name: str, new_epoch: int) -> None:
         old.active = False
-        if new_epoch is None:
-            text = "non-epoch receiver"  # cannot happen: handled by _epoch_refusal
-        else:
-            text = f"New receiver '{new_name}' with higher epoch of '{new_epoch}' is created"
+        # Wording after the service's message; the SDK only looks at the condition.
         old.link.condition = Condition(
             LINK_STOLEN,
-            f"{text} hence current receiver '{old.name}' with epoch '{old.epoch}' is getting disconnected. "
-            "If you are recreating the receiver, make sure a higher epoch is used. (stand-in)")
+            f"New receiver '{new_name}' with higher epoch of '{new_epoch}' is created hence current receiver "
+            f"'{old.name}' with epoch '{old.epoch}' is getting disconnected. If you are recreating the receiver, "
+            "make sure a higher epoch is used. (stand-in)")
         old.link.close()
 
     def on_link_remote_close(self, event) -> None:
@@ -932,6 +943,9 @@ class _Broker(Handler):
                 except Exception:  # noqa: BLE001 - best effort at shutdown
                     pass
         self._transports.clear()
+
+    def has_receivers(self) -> bool:
+        return any(list(self._receivers.values()))  # list(): the reactor may add keys meanwhile
 
     def snapshot_receivers(self) -> List[Dict[str, Any]]:
         # Called from test threads while the reactor may add keys: copy first.

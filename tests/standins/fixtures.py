@@ -16,13 +16,16 @@ Imported by tests/conftest.py with ``from tests.standins.fixtures import *``.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator
+from typing import TYPE_CHECKING, Dict, Iterator
 
 import pytest
 
 from tests.standins import amqp_shim
 from tests.standins.azurite import Azurite
-from tests.standins.eventhubs import EventHubStandin
+
+if TYPE_CHECKING:  # imported lazily below: conftest loads this module for every test,
+    # and tests that never touch Event Hubs should not need proton or the SDK.
+    from tests.standins.eventhubs import EventHubStandin
 
 __all__ = ["azurite", "eventhub_standin", "checkpoint_container", "standin_subprocess_env"]
 
@@ -37,7 +40,9 @@ def azurite() -> Iterator[Azurite]:
 
 
 @pytest.fixture
-def eventhub_standin() -> Iterator[EventHubStandin]:
+def eventhub_standin() -> Iterator["EventHubStandin"]:
+    from tests.standins.eventhubs import EventHubStandin
+
     amqp_shim.install()
     hub = EventHubStandin(eventhub="aoai-logs", partitions=4).start()
     try:
