@@ -260,6 +260,9 @@ from .pricing.cli import cost, reprice  # noqa: E402
 
 main.add_command(reprice)
 main.add_command(cost)
+from .alerting.cli import alerts  # noqa: E402
+
+main.add_command(alerts)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-import openai  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+import httpx
+import openai
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
-from aoai_monitor.instrument import instrument, uninstrument  # noqa: E402
-from aoai_monitor.sources.otlp import run_otlp_receiver  # noqa: E402
-from aoai_monitor.store import Store  # noqa: E402
+from aoai_monitor.instrument import instrument, uninstrument
+from aoai_monitor.sources.otlp import run_otlp_receiver
+from aoai_monitor.store import Store
 
 HEADERS = {"content-type": "application/json", "apim-request-id": "0d6c1c47-7c1e-4c39-9d0c-3f0b3c7e6a11",
            "x-request-id": "1f7c0c1a-2b2c-4d4e-8f8f-0a0b0c0d0e0f", "x-ms-region": "East US"}
@@ -102,7 +106,9 @@ def bench_overhead(calls: int) -> dict:
 
 
 def _span_request(batch: int, size: int) -> bytes:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC
 
 import orjson
 import pytest
@@ -114,8 +115,10 @@ def test_json_gzip_span_from_another_instrumentation_gets_unified_fields(store):
 
 def test_protobuf_duplicates_partial_success_and_errors(store):
     """A re-sent batch is stored once; a span without ids is reported as rejected; bad requests get 4xx."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                          ExportTraceServiceResponse)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
 
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -168,7 +171,7 @@ def test_json_histogram_metric_points(store):
 
 def _gateway_log(ts_ms: int, correlation_id: str, deployment: str, response_id: str | None, duration_ms: int) -> dict:
     """An APIM GatewayLogs record as Azure writes it, normalized by the real normalizer."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     props = {"method": "POST", "url": f"https://apim.example.net/openai/deployments/{deployment}/chat/completions",
              "backendUrl": f"https://acme.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21",
@@ -176,7 +179,7 @@ def _gateway_log(ts_ms: int, correlation_id: str, deployment: str, response_id: 
     if response_id:
         props["backendResponseBody"] = orjson.dumps({"id": response_id, "model": "gpt-4o-2024-08-06",
                                                      "usage": {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22}}).decode()
-    record = {"time": datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z"),
+    record = {"time": datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z"),
               "resourceId": "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/APIM",
               "category": "GatewayLogs", "operationName": "Microsoft.ApiManagement/GatewayLogs",
               "correlationId": correlation_id, "durationMs": duration_ms, "resultType": "Succeeded", "properties": props}

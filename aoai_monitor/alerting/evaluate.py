@@ -6,6 +6,7 @@ missed instants after downtime and tests can run any scenario on a fixed clock.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -34,9 +35,20 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_columns: dict[str, tuple[float, dict[str, str]]] = {}
+
+
 def table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column → type. Cached for 60 s per table: the catalogue query costs more than most rule queries, and
+    every store of this version has the same tables (the store adds missing columns when it opens)."""
+    hit = _columns.get(table)
+    if hit and time.monotonic() - hit[0] < 60:
+        return hit[1]
     rows = cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()
-    return {n: t for n, t in rows}
+    cols = {n: t for n, t in rows}
+    if cols:
+        _columns[table] = (time.monotonic(), cols)
+    return cols
 
 
 def group_key(names: list[str], values: tuple) -> str:
@@ -44,25 +56,26 @@ def group_key(names: list[str], values: tuple) -> str:
 
 
 def _value_sql(rule: Rule, cols: dict[str, str], now: datetime) -> tuple[str, list]:
-    """The aggregate expression of a rule (and its parameters)."""
+    """The aggregate expression of a rule and the count of rows it counts (with their parameters)."""
     agg, arg = rule.agg, rule.agg_arg
     if agg == "count":
-        return "count(*)::DOUBLE", []
+        return "count(*)::DOUBLE, count(*)", []
     if agg == "ratio":
         try:
             cond, params = compile_kql(arg, rule.source, cols, now=now)
         except KqlError as exc:
             raise RuleError(f"rule {rule.id!r}: ratio({arg}): {exc}") from None
-        return f"100.0 * count(*) FILTER (WHERE {cond}) / nullif(count(*), 0)", params
+        return (f"100.0 * count(*) FILTER (WHERE {cond}) / nullif(count(*), 0), count(*) FILTER (WHERE {cond})",
+                params + params)
     if arg not in cols:
         raise RuleError(f"rule {rule.id!r}: agg {rule.agg_text}: {arg!r} is not a column of {rule.source}; "
                         "`aoai-monitor fields` lists them")
     col = _q(arg)
     if agg == "count_distinct":
-        return f"count(DISTINCT {col})::DOUBLE", []
+        return f"count(DISTINCT {col})::DOUBLE, count({col})", []
     if agg.startswith("p"):
-        return f"quantile_cont({col}, {int(agg[1:]) / 100})", []
-    return f"{agg}({col})::DOUBLE", []
+        return f"quantile_cont({col}, {int(agg[1:]) / 100}), count({col})", []
+    return f"{agg}({col})::DOUBLE, count({col})", []
 
 
 def _where(rule: Rule, cols: dict[str, str], now: datetime) -> tuple[str, list]:
@@ -74,8 +87,8 @@ def _where(rule: Rule, cols: dict[str, str], now: datetime) -> tuple[str, list]:
         raise RuleError(f"rule {rule.id!r}: filter: {exc}") from None
 
 
-def query_values(cur, rule: Rule, start_ms: int, end_ms: int) -> dict[str, tuple[float | None, int]]:
-    """group → (value, matching rows) for rows in [start, end)."""
+def query_values(cur, rule: Rule, start_ms: int, end_ms: int) -> dict[str, tuple[float | None, int, int]]:
+    """group → (value, rows in the window, rows the aggregate counted) for rows in [start, end)."""
     cols = table_columns(cur, rule.source)
     if not cols:
         raise RuleError(f"rule {rule.id!r}: the store has no {rule.source} table yet")
@@ -86,16 +99,11 @@ def query_values(cur, rule: Rule, start_ms: int, end_ms: int) -> dict[str, tuple
     where, wparams = _where(rule, cols, now)
     value, vparams = _value_sql(rule, cols, now)
     groups = ", ".join(_q(g) for g in rule.group_by)
-    sql = (f"SELECT {groups + ', ' if groups else ''}{value} AS v, count(*) AS n FROM {rule.source} "
+    sql = (f"SELECT {groups + ', ' if groups else ''}{value}, count(*) AS n FROM {rule.source} "
            f"WHERE {TS} >= epoch_ms(?::BIGINT) AND {TS} < epoch_ms(?::BIGINT) AND ({where})"
            + (f" GROUP BY {groups}" if groups else ""))
     rows = cur.execute(sql, vparams + [start_ms, end_ms] + wparams).fetchall()
-    out = {}
-    for row in rows:
-        n = row[-1]
-        if n:
-            out[group_key(rule.group_by, row[:-2])] = (row[-2], n)
-    return out
+    return {group_key(rule.group_by, row[:-3]): (row[-3], row[-1], row[-2]) for row in rows if row[-1]}
 
 
 def known_groups(cur, rule: Rule, start_ms: int, end_ms: int) -> set[str]:
@@ -124,7 +132,7 @@ def _sql_values(cur, rule: Rule, start_ms: int, end_ms: int) -> dict[str, tuple[
     out = {}
     for row in rel.fetchall():
         v = row[-1]
-        out[group_key(names[:-1], row[:-1])] = (None if v is None else float(v), 1)
+        out[group_key(names[:-1], row[:-1])] = (None if v is None else float(v), 1, 1)
     return out
 
 
@@ -135,10 +143,11 @@ def evaluate_threshold(cur, rule: Rule, at_ms: int) -> list[Result]:
     if rule.compare_to_ms and not rule.sql:
         base = query_values(cur, rule, start - rule.compare_to_ms, start)
     results = []
-    for group, (value, n) in sorted(values.items()):
+    for group, (value, n, matches) in sorted(values.items()):
         detail = f"{rule.agg_text if not rule.sql else 'value'} = {_fmt(value)} over {n} row(s)"
-        if rule.min_count and n < rule.min_count:
-            results.append(Result(group, value, None, None, detail=detail + f" (below min_count {rule.min_count}: not judged)"))
+        if n < rule.min_count or matches < rule.min_matches:
+            results.append(Result(group, value, None, None, detail=detail + " (too few rows to judge: min_count "
+                                  f"{rule.min_count}, min_matches {rule.min_matches})"))
             continue
         if rule.compare_to_ms and not rule.sql:
             b = base.get(group, (None, 0))[0]

@@ -20,7 +20,7 @@ SEVERITIES = ("warning", "critical")
 _AGG = re.compile(r"^(count|count_distinct|sum|avg|min|max|p\d{1,2}|ratio)(?:\((.*)\))?$", re.S)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _KEYS = {"id", "name", "kind", "source", "filter", "agg", "group_by", "sql", "window", "every", "delay", "op",
-         "warning", "critical", "compare_to", "min_count", "pending", "no_data", "known_window", "notify",
+         "warning", "critical", "compare_to", "min_count", "min_matches", "pending", "no_data", "known_window", "notify",
          "runbook", "enabled", "monthly_budget", "measure", "description"}
 
 
@@ -46,7 +46,8 @@ class Rule:
     warning: float | None = None
     critical: float | None = None
     compare_to_ms: int | None = None  # value becomes current / (same aggregate over this window before)
-    min_count: int = 0
+    min_count: int = 0  # fewer rows in the window: not judged (a zero-traffic guard)
+    min_matches: int = 0  # ratio rules: fewer counted rows than this never breach (one error in 20 is not 5 %)
     pending: int = 1  # consecutive breaching evaluations before firing
     no_data: str = "ok"
     known_window_ms: int = 86_400_000
@@ -85,7 +86,7 @@ class Rule:
                 out["sql"] = self.sql
             else:
                 out.update({"filter": self.filter, "agg": self.agg_text, "group_by": self.group_by,
-                            "min_count": self.min_count})
+                            "min_count": self.min_count, "min_matches": self.min_matches})
                 if self.compare_to_ms:
                     out["compare_to"] = _dur(self.compare_to_ms)
                 if self.no_data == "alert":
@@ -179,6 +180,7 @@ def parse_rule(raw: dict, where: str, default_every_ms: int = 60_000, origin: st
         raise RuleError(f"{where}.no_data = {rule.no_data!r}: use ok (missing data is fine), alert (fire critical) or keep (leave the state)")
     rule.known_window_ms = _ms(raw.get("known_window", "24h"), where, "known_window")
     rule.min_count = int(raw.get("min_count", 0))
+    rule.min_matches = int(raw.get("min_matches", 0))
     if raw.get("sql"):
         if any(k in raw for k in ("filter", "agg", "group_by", "compare_to")):
             raise RuleError(f"{where}: give either sql or filter/agg/group_by, not both")

@@ -87,6 +87,10 @@ def check_targets(rule: Rule, cfg: AlertsConfig) -> None:
                         f"(known: {sorted(cfg.targets) or 'none'})")
 
 
+def _moved(a: GroupState, b: GroupState) -> bool:
+    return (a.state, a.severity, a.breaches, a.since_ms, a.notified) != (b.state, b.severity, b.breaches, b.since_ms, b.notified)
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -137,11 +141,16 @@ class Engine:
     def evaluate_due(self, now_ms: int | None = None) -> int:
         """Evaluate every enabled rule whose schedule is due; returns the notifications queued."""
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        queued = 0
+        rows: list[dict] = []
+        state: dict = {}
         for rule in self.all_rules():
             if rule.enabled:
-                queued += self._evaluate_rule(rule, now_ms)
-        return queued
+                r, s = self._evaluate_rule(rule, now_ms)
+                rows += r
+                state.update(s)
+        if state:
+            self.store.commit(alerts=rows, state=state)  # one transaction: history, states, watermarks, outbox
+        return sum(1 for k in state if k.startswith(OUTBOX))
 
     def _ticks(self, rule: Rule, now_ms: int) -> list[int]:
         aligned = now_ms // rule.every_ms * rule.every_ms
@@ -155,10 +164,11 @@ class Engine:
             ticks = ticks[-self.cfg.max_catch_up:]
         return ticks
 
-    def _evaluate_rule(self, rule: Rule, now_ms: int) -> int:
+    def _evaluate_rule(self, rule: Rule, now_ms: int) -> tuple[list[dict], dict]:
+        """History rows and state entries (states, watermark, outbox) of one rule's due evaluations."""
         ticks = self._ticks(rule, now_ms)
         if not ticks:
-            return 0
+            return [], {}
         prefix = CURRENT + rule.id + "|"
         before = {k[len(prefix):]: GroupState.from_json(v) for k, v in self.store.state_items(prefix).items() if v}
         states = dict(before)
@@ -168,7 +178,7 @@ class Engine:
                 results = evaluate(self.store, rule, t, self._pricing_for(rule))
             except RuleError as exc:
                 self._fail(rule.id, str(exc))
-                return 0
+                return [], {}
             if rule.id in self._failing:
                 del self._failing[rule.id]
                 self.store.commit(state={ERROR + rule.id: None})
@@ -183,7 +193,7 @@ class Engine:
                     row["alert.notify"] = "catch-up" if t != ticks[-1] else "none"
                     rows.append(row)
         outbox = {}
-        for group, final in notifications(rule, before, states):
+        for group, final in notifications(states):
             row = next((r for r in reversed(rows) if r["id"] == final.row_id), None)
             silenced = self.silenced(rule.id, group, now_ms)
             msg = self.message(rule, group, final, row, caught_up=len(ticks) > 1)
@@ -193,10 +203,11 @@ class Engine:
             if not silenced:
                 outbox[OUTBOX + msg["id"]] = {"msg": msg, "targets": rule.notify or self.cfg.default_notify,
                                               "row_id": final.row_id, "row_ts": final.since_ms, "created": now_ms}
-        state = {state_key(rule.id, g): s.to_json() for g, s in states.items()}
+        # only groups whose state moved (the value alone changes every evaluation and is not worth a write)
+        state = {state_key(rule.id, g): s.to_json() for g, s in states.items()
+                 if g not in before or _moved(before[g], s)}
         state[LAST + rule.id] = ticks[-1]
-        self.store.commit(alerts=rows, state={**state, **outbox})
-        return len(outbox)
+        return rows, {**state, **outbox}
 
     def _pricing_for(self, rule: Rule):
         if rule.kind == "budget" and self.pricing is None:

@@ -50,7 +50,7 @@ KINDS = {
     "errors": ("error_rate",),  # share `factor` of requests answer 5xx
     "slow_burn": (),  # share `factor` of 5xx: too small to see per bucket, but burns an SLO's budget
     "outage": ("request_rate",),  # the deployment's resource sends nothing at all
-    "tokens": ("tokens",),  # tokens per request × factor (a runaway loop)
+    "tokens": ("tokens",),  # prompt tokens per request × factor (a runaway context)
     "traffic": ("request_rate", "tokens"),  # request rate × factor
     "content_filter": (),  # share `factor` of requests blocked by the content filter
 }
@@ -103,7 +103,7 @@ def generate(start_ms: int, end_ms: int, incidents: tuple[Incident, ...] = (), s
             if "outage" in active:
                 continue
             rate = dep.peak_rpm * scale * lf * (active["traffic"].factor if "traffic" in active else 1.0)
-            capacity = dep.peak_rpm * scale / 0.6
+            capacity = dep.peak_rpm * scale / 0.4  # normal peaks use 40 % of the PTUs
             if "throttle" in active:
                 rate = capacity * active["throttle"].factor
             n = _poisson(rng, rate)
@@ -127,7 +127,7 @@ def _request(rng: random.Random, dep: SimDeployment, ts: int, active: dict, thro
     prompt = max(8, int(rng.lognormvariate(math.log(dep.prompt), 0.5)))
     completion = max(1, int(rng.lognormvariate(math.log(dep.completion), 0.4))) if dep.completion else 0
     if "tokens" in active:
-        prompt, completion = int(prompt * active["tokens"].factor), int(completion * active["tokens"].factor)
+        prompt = int(prompt * active["tokens"].factor)
     status, filtered = 200, False
     err = sum(active[k].factor for k in ("errors", "slow_burn") if k in active)
     if throttled:

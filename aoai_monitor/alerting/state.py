@@ -1,8 +1,8 @@
 """The alert state machine, per rule and group: ok → pending → firing → recovered (→ ok).
 
 Pure: `step` maps (previous state, what the evaluation saw) to the next state and, when the state changed,
-a history row for the `alerts` table. Notifications are derived from the states before and after a batch
-of evaluations (`notifications`), not from each row, so a state change is announced exactly once and a
+a history row for the `alerts` table. Notifications compare where a batch of evaluations ended with what was
+last announced (`notifications`), not each row, so a state change is announced exactly once and a
 catch-up over many missed evaluations announces only where things ended up.
 """
 
@@ -26,11 +26,7 @@ class GroupState:
     breaches: int = 0  # consecutive breaching evaluations
     value: float | None = None
     row_id: str | None = None  # history row of the last change
-
-    @property
-    def announced(self) -> tuple[bool, str | None]:
-        """What a notification would have told: firing at which severity, or not firing."""
-        return (True, self.severity) if self.state == "firing" else (False, None)
+    notified: str | None = None  # severity last announced as firing; None = last news was "not firing"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,12 +85,17 @@ def message(rule: Rule, result: Result, state: str) -> str:
     return f"{rule.name}{where}: {sev}{result.detail}{limit}"
 
 
-def notifications(rule: Rule, before: dict[str, GroupState], after: dict[str, GroupState]) -> list[tuple[str, GroupState]]:
-    """(group, final state) for every group whose announced status differs between two points in time."""
+def notifications(states: dict[str, GroupState]) -> list[tuple[str, GroupState]]:
+    """(group, state) for every group whose news differs from what was last announced, and marks it announced.
+
+    News is "firing at severity X" or "not firing". Escalation (warning → critical) is news; de-escalation is
+    not (it would page people for things getting better), and neither is pending.
+    """
     out = []
-    for group in sorted(set(before) | set(after)):
-        b = before.get(group, GroupState())
-        a = after.get(group, GroupState())
-        if b.announced != a.announced:
-            out.append((group, a))
+    for group, s in sorted(states.items()):
+        news = s.severity if s.state == "firing" else None
+        if news == s.notified or (news == "warning" and s.notified == "critical"):
+            continue
+        s.notified = news
+        out.append((group, s))
     return out

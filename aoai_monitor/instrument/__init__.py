@@ -13,11 +13,11 @@ opentelemetry-instrumentation-openai-v2.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ._state import DURATION_BUCKETS, STATE, TOKEN_BUCKETS, Options
 
-__all__ = ["instrument", "uninstrument", "setup", "Options"]
+__all__ = ["Options", "instrument", "setup", "uninstrument"]
 _SCOPE = "aoai_monitor.instrument"
 _UNSET = object()
 
@@ -77,7 +77,9 @@ def setup(endpoint: str = "http://localhost:4318", token: str | None = None, ser
     Sets the global tracer and meter providers; options go to instrument().
     """
     from opentelemetry import metrics, trace
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter,
+    )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader

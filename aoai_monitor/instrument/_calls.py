@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from opentelemetry import context as otel_context
@@ -37,8 +38,24 @@ def _given(value) -> bool:
 
 
 class Call:
-    __slots__ = ("kind", "info", "kwargs", "span", "token", "start_ns", "attrs", "stream", "hide_usage_chunk",
-                 "caller_raw", "deployment", "first_ns", "chunks", "content", "usage_seen", "ended")
+    __slots__ = (
+        "attrs",
+        "caller_raw",
+        "chunks",
+        "content",
+        "deployment",
+        "ended",
+        "first_ns",
+        "hide_usage_chunk",
+        "info",
+        "kind",
+        "kwargs",
+        "span",
+        "start_ns",
+        "stream",
+        "token",
+        "usage_seen",
+    )
 
     def __init__(self, kind: str, info: ClientInfo, kwargs: dict):
         self.kind = kind

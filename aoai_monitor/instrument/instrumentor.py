@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 

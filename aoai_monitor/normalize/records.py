@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from .common import (
     document_id,
-    drop_empty,
     flatten_into,
     parse_resource_id,
     parse_time_ms,
@@ -268,7 +267,7 @@ def _body(value, prefix: str, doc: dict, errors: list[str], what: str):
             return None
     if not isinstance(parsed, dict):
         return None
-    parsed = drop_empty(parsed)
+    # No separate empty-value pass: flatten_into drops empty values (and cleans list items) as it goes.
     usage = parsed.get("usage")
     if isinstance(usage, dict):
         usage = dict(usage)

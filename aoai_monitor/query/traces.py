@@ -109,7 +109,7 @@ def _epoch_ms(value) -> int:
 def correlated_log(store: Store, span: dict) -> tuple[dict | None, str | None]:
     """The service log of the span's request and how it was found: response_id, request_id, approximate."""
     start = _epoch_ms(span["@timestamp"])
-    end = start + int((span.get("aoai.duration_ms") or 0))
+    end = start + int(span.get("aoai.duration_ms") or 0)
     response_id = span.get("gen_ai.response.id")
     request_ids = [span.get("aoai.apim_request_id"), span.get("aoai.request_id")]
     cur = store.cursor()

@@ -154,7 +154,9 @@ def _iter_spans(body: bytes, is_json: bool):
                         int(_g(sp, "endTimeUnixNano", "end_time_unix_nano", 0)), _json_attrs(sp.get("attributes")),
                         _enum(status.get("code", 0), _STATUS), status.get("message", ""), events)
         return
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     for rs in _parse_pb(ExportTraceServiceRequest, body).resource_spans:
         resource = _pb_attrs(rs.resource.attributes)
@@ -300,7 +302,9 @@ def decode_metrics(body: bytes, is_json: bool, source: str = "otlp") -> tuple[li
 
 
 def _iter_points_pb(body: bytes):
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
 
     for rm in _parse_pb(ExportMetricsServiceRequest, body).resource_metrics:
         resource = _pb_attrs(rm.resource.attributes)
@@ -474,9 +478,15 @@ def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DE
                 key = "rejectedSpans" if table == "spans" else "rejectedDataPoints"
                 body = {"partialSuccess": {key: str(rejected), "errorMessage": "spans or points without ids or time"}}
             return await respond(send, 200, orjson.dumps(body), b"application/json")
-        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceResponse,
+        )
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceResponse,
+        )
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
 
         if table == "spans":
             response = ExportTraceServiceResponse()
