@@ -12,6 +12,7 @@ import orjson
 from . import __version__, schema
 from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 
+INGEST_MEMORY_LIMIT = "256MB"
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
     help="DuckDB store file (env AOAI_MONITOR_STORE).")
@@ -101,7 +102,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     if not files:
         fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
     try:
-        store = Store(store_path)
+        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file).
+        store = Store(store_path, memory_limit=INGEST_MEMORY_LIMIT)
     except StoreError as exc:
         fail(str(exc))
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -33,7 +33,7 @@ CLOUDS = {
 }
 
 # Sections other components own; the service hands them their raw tables (see service.COMPONENTS).
-PLUGGABLE_SECTIONS = ("web", "alerts", "otlp")
+PLUGGABLE_SECTIONS = ("web", "alerts", "otlp", "pricing")
 
 
 class ConfigError(ValueError):
@@ -294,9 +294,38 @@ max_batch_size = 100                  # messages per store commit and checkpoint
 # poll_interval = "60s"
 # since = "7d"                        # ignore hour blobs older than this (first run / backfill window)
 
-# Plugged-in components (each from its own module; present when installed):
-# [web]                 # dashboards on the local API server
+# Azure Monitor platform metrics of every Azure OpenAI account in scope (docs/azure-metrics-setup.md)
 # [[inputs.azure_monitor]]
-# [alerts]
+# name = "aoai-metrics"
+# client_id = "<app id>"               # app registration with Monitoring Reader on the subscription;
+# client_secret_env = "AZURE_CLIENT_SECRET"   # leave client_id/secret out for DefaultAzureCredential
+# tenant_id = "<tenant id>"
+# subscription_id = "<subscription id>"
+# resource_groups = ["rg-aoai-prod"]  # or resource_ids = [...]; default: the whole subscription
+# period = "300s"
+# refresh_list_interval = "600s"
+
+# The dashboards, Discover and SQL page on the service's local API server
+# [web]
+# host = "127.0.0.1"                  # anything but loopback requires the access token (printed at start)
+# port = 8765
+
+# OpenTelemetry spans and GenAI metrics from instrumented apps (docs/instrumentation.md)
 # [otlp]
+# host = "127.0.0.1"
+# port = 4318
+# token = "${AOAI_OTLP_TOKEN}"        # required as a Bearer token when set
+
+# Cost: SKUs, PTUs and negotiated prices per deployment (docs/cost.md)
+# [pricing]
+# default_sku = "GlobalStandard"
+# [[pricing.deployments]]
+# name = "chat-ptu"
+# model = "gpt-4o"
+# version = "2024-11-20"
+# sku = "GlobalProvisionedManaged"
+# ptus = 50
+
+# Alerts, SLOs and anomaly detection: `aoai-monitor alerts init` writes the built-in rules (docs/alerts.md)
+# [alerts]
 '''

@@ -11,6 +11,7 @@ import gzip
 import io
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -133,7 +134,8 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
         yield batch
 
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
+TX_RECORDS = 50_000
 
 
 @dataclass
@@ -170,13 +172,12 @@ def prepare_lines(lines: list[str], source: str, line_numbers: list[int] | None 
     return prepared
 
 
-def commit_prepared(store: Store, prepared: PreparedChunk, state: dict | None = None) -> CommitResult:
-    """One transaction: the chunk's documents, dead letters and the input state that covers them."""
+def commit_prepared(store: Store, prepared: PreparedChunk | list[PreparedChunk], state: dict | None = None) -> CommitResult:
+    """One transaction: the chunks' documents, dead letters and the input state that covers them."""
+    chunks = prepared if isinstance(prepared, list) else [prepared]
     with store.transaction() as tx:
-        tx.insert_fast(prepared.fast, prepared.source)
-        for name, (table, lo, hi) in prepared.tables.items():
-            tx.insert_arrow(name, table, lo, hi)
-        tx.insert_rejects_arrow(prepared.rejects)
+        for chunk in chunks:
+            _insert_chunk(tx, chunk)
         if state:
             tx.set_state(state)
     return tx.result
@@ -260,11 +261,10 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
                     chunks = _line_chunks(stream, on_bytes)
                     if workers > 1 and pool is None and path.stat().st_size > CHUNK_BYTES:
                         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-                    for prepared in _prepared_in_order(chunks, source, pool, workers):
-                        summary.records += prepared.records
-                        summary.result.add(commit_prepared(store, prepared))
-                        if on_batch:
-                            on_batch(summary)
+                    # Bulk files commit ~TX_RECORDS at a time: fewer, larger transactions write row groups
+                    # straight to the file instead of through the WAL (about half the cost per record).
+                    # Each chunk is inserted as soon as it is ready, so memory holds one chunk, not a group.
+                    _ingest_chunks(store, _prepared_in_order(chunks, source, pool, workers), summary, on_batch)
                     continue
             for batch in read_batches(path, on_bytes=on_bytes):
                 summary.records += batch.records
@@ -276,6 +276,44 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
             pool.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _ingest_chunks(store: Store, prepared_chunks, summary: IngestSummary, on_batch) -> None:
+    pending = 0
+    transaction = None
+    try:
+        for prepared in prepared_chunks:
+            if transaction is None:
+                transaction = store.transaction()
+                tx = transaction.__enter__()
+            _insert_chunk(tx, prepared)
+            pending += prepared.records
+            if pending >= TX_RECORDS:
+                transaction.__exit__(None, None, None)
+                transaction = None
+                _account(summary, tx.result, pending, on_batch)
+                pending = 0
+        if transaction is not None:
+            transaction.__exit__(None, None, None)
+            transaction = None
+            _account(summary, tx.result, pending, on_batch)
+    finally:
+        if transaction is not None:  # an exception escaped: roll back the open transaction
+            transaction.__exit__(*sys.exc_info())
+
+
+def _account(summary: IngestSummary, result: CommitResult, records: int, on_batch) -> None:
+    summary.records += records
+    summary.result.add(result)
+    if on_batch:
+        on_batch(summary)
+
+
+def _insert_chunk(tx, chunk: PreparedChunk) -> None:
+    tx.insert_fast(chunk.fast, chunk.source)
+    for name, (table, lo, hi) in chunk.tables.items():
+        tx.insert_arrow(name, table, lo, hi)
+    tx.insert_rejects_arrow(chunk.rejects)
 
 
 def _prepared_in_order(chunks, source: str, pool, workers: int) -> Iterator[PreparedChunk]:

@@ -140,13 +140,21 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         self.store = Store(self.config.store_path)
+        if "pricing" in self.config.sections:
+            from .pricing import configure
+            configure(self.store, self.config.sections["pricing"])
         token, token_path = write_token(self.config.store_path)
         web = self.config.sections.get("web", {})
         sock = bind(web.get("host", self.config.api_host), int(web.get("port", self.config.api_port)))
         self.api_port = sock.getsockname()[1]
-        server = make_server(create_api(self.store, self.status_snapshot, token, self._web_app(token)))
+        web_app = self._web_app(token)
+        server = make_server(create_api(self.store, self.status_snapshot, token, web_app))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
         write_discovery(self.config.store_path, sock.getsockname()[0], self.api_port, token_path)
+        if web_app is not None:  # printed once, like `serve`: the token is the key to the UI, never logged
+            host = sock.getsockname()[0]
+            print(f"web UI: http://{host if ':' not in host else f'[{host}]'}:{self.api_port}/?token={token}",
+                  file=sys.stderr, flush=True)
         try:
             self._build_inputs()
             log.info("service started: %d input(s), store %s, local API on %s:%d", len(self.inputs),

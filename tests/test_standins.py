@@ -51,10 +51,10 @@ class Collector:
     async def on_event(self, ctx, event) -> None:
         if event is None:
             return
+        if self.checkpoint:  # first, so a counted event is a checkpointed one
+            await ctx.update_checkpoint(event)
         self.events.append((ctx.partition_id, event.sequence_number, event.offset, b"".join(event.body)))
         self.raw.append((ctx.partition_id, event))
-        if self.checkpoint:
-            await ctx.update_checkpoint(event)
 
     async def on_partition_initialize(self, ctx) -> None:
         self.owned.add(ctx.partition_id)

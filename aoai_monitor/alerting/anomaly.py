@@ -130,13 +130,19 @@ def train(cur, cfg: AnomalyConfig, until_ms: int) -> dict:
     return model
 
 
-def _spread(measure: str, med: float, mad: float, n_value: int, p_all: float) -> float:
+def _spread(measure: str, med: float, mad: float, n_med: float, n: int, p_all: float) -> float:
+    """Robust spread of the slot, widened for buckets with fewer requests than the slot usually has, and
+    floored by the measure's sampling noise."""
     robust = 1.4826 * mad
+    if measure in ("latency_ms", "error_rate") and n < n_med:  # per-request statistics: noisier on fewer requests
+        robust *= math.sqrt(n_med / max(n, 1))
     if measure == "request_rate":
-        return max(robust, math.sqrt(max(med, 1.0)))
+        return max(robust, math.sqrt(max(med, 1.0)))  # Poisson
     if measure == "error_rate":
-        p = max(med, p_all, 0.005)
-        return max(robust, math.sqrt(p * (1 - p) / max(n_value, 1)))
+        p = max(med, p_all, 0.01)
+        return max(robust, math.sqrt(p * (1 - p) / max(n, 1)))  # binomial
+    if measure == "tokens":  # a sum over a Poisson number of requests of varying size
+        return max(robust, 1.2 * med / math.sqrt(max(n_med, 1)), 1.0)
     return max(robust, 0.1 * med, 1.0)
 
 
@@ -159,7 +165,7 @@ def score(cur, cfg: AnomalyConfig, model: dict, start_ms: int, end_ms: int) -> l
             if stats is None:
                 continue
             med, mad, n_med = stats
-            spread = _spread(measure, med, mad, n, slots.get("_p", 0.0))
+            spread = _spread(measure, med, mad, n_med, n, slots.get("_p", 0.0))
             z = (value - med) / spread
             direction = "above" if z > 0 else "below"
             if abs(z) < cfg.limit or (DIRECTION[measure] != "both" and direction != DIRECTION[measure]):

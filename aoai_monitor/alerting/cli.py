@@ -80,7 +80,7 @@ def init(config_path: str | None, only: str | None, notify: str | None, print_on
     try:
         from .service import parse_section
         parse_section(tomllib.loads(updated).get("alerts", {}))
-    except Exception as exc:  # never leave a config that `run` would refuse
+    except (ValueError, TypeError) as exc:  # never leave a config that `run` would refuse (RuleError is a ValueError)
         _fail(f"not written: the result would not validate ({exc}); define the targets first or pass --notify")
     path.write_text(updated)
     click.echo(f"{path}: added {len(new)} rule(s): {', '.join(t['id'] for t in new)}"

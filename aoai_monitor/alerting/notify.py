@@ -151,7 +151,7 @@ def _post(target: Target, body: dict) -> None:
     req = urllib.request.Request(target.url.value, data=data, method="POST",
                                  headers={"Content-Type": "application/json", "User-Agent": "aoai-monitor", **target.headers})
     try:
-        with urllib.request.urlopen(req, timeout=target.timeout) as resp:  # noqa: S310 - http(s) checked at parse
+        with urllib.request.urlopen(req, timeout=target.timeout) as resp:  # http(s) only: checked when parsed
             resp.read(65536)
     except urllib.error.HTTPError as exc:
         raise NotifyError(f"target {target.name!r} ({target.type}) answered HTTP {exc.code} {exc.reason}: "

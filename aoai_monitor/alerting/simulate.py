@@ -46,7 +46,7 @@ DEPLOYMENTS = (
 # kind → the anomaly measures it disturbs (the bench's labels)
 KINDS = {
     "latency": ("latency_ms",),  # durations × factor
-    "throttle": ("error_rate",),  # traffic at factor × PTU capacity: the excess gets 429, utilization 100 %
+    "throttle": ("error_rate", "request_rate", "tokens"),  # traffic at factor × capacity: the excess gets 429
     "errors": ("error_rate",),  # share `factor` of requests answer 5xx
     "slow_burn": (),  # share `factor` of 5xx: too small to see per bucket, but burns an SLO's budget
     "outage": ("request_rate",),  # the deployment's resource sends nothing at all

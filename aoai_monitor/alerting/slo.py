@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
 from ..query.kql import KqlError, compile_kql
 from .evaluate import Result, _q, group_key, table_columns
 from .rules import Rule, RuleError, _ms
@@ -144,7 +145,7 @@ def burn_results(cur, slo: SLO, at_ms: int) -> list[Result]:
     for group, per in sorted(counts.items()):
         by_w = dict(zip(windows, per))
 
-        def rate(w: int) -> float | None:
+        def rate(w: int, by_w=by_w) -> float | None:
             t, b = by_w[w]
             return (b / t) / slo.budget if t else None
 

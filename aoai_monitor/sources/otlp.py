@@ -536,6 +536,13 @@ async def run_otlp_receiver(config: dict, store, status: dict, stop_event) -> No
     await task
 
 
+async def run(service, section: dict) -> None:
+    """service.COMPONENTS adapter for the [otlp] section of `aoai-monitor run` (the token may be a config Secret)."""
+    from ..config import reveal
+
+    await run_otlp_receiver({k: reveal(v) for k, v in section.items()}, service.store, {}, service.stopping)
+
+
 @click.command("otlp")
 @click.option("--store", "store_path", default="aoai-monitor.duckdb", show_default=True, envvar="AOAI_MONITOR_STORE",
               help="DuckDB store file (env AOAI_MONITOR_STORE).")

@@ -535,6 +535,7 @@ class SecurityMiddleware:
 
 def create_app(store: Store, token: str | None = None) -> Starlette:
     """The UI and its API over `store` (open it with query.sql.open_for_queries for a read-only server)."""
+    from ..alerting.api import routes as alert_routes
 
     def endpoint(fn):
         async def handler(request: Request) -> Response:
@@ -611,6 +612,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         Route("/api/values", endpoint(api_values)),
         Route("/api/doc/{table}/{id}", endpoint(api_doc)),
         Route("/api/sql", api_sql, methods=["POST"]),
+        *alert_routes(store),  # Alerts and SLO pages (aoai_monitor/alerting/api.py)
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     threading.Thread(target=rollups_for(store).refresh, name="aoai-rollups", daemon=True).start()

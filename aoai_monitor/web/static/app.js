@@ -562,6 +562,128 @@ function renderSql() {
     el("aside", { class: "card" }, el("h3", { text: "Examples (Kusto → SQL)" }), examples)));
 }
 
+// --- Alerts page (aoai_monitor/alerting/api.py) ------------------------------------------------------------
+function table(headers, rows) {
+  return el("table", { class: "doc-table" }, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...rows.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c === null || c === undefined ? "–" : c))))));
+}
+async function postJson(path, body, method) {
+  return api(path, { method: method || "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+}
+function stateBadge(state, severity) {
+  return el("span", { class: "badge state-" + state + (severity ? " sev-" + severity : ""), text: state + (severity ? " · " + severity : "") });
+}
+function ruleSummary(r) {
+  if (r.kind === "slo") return "SLO burn rate (multiwindow)";
+  if (r.kind === "budget") return "budget " + r.measure + " " + r.op + " " + [r.warning, r.critical].filter((v) => v !== null && v !== undefined).join(" / ") + " of " + r.monthly_budget;
+  const what = r.sql ? "SQL" : (r.agg || "count") + (r.group_by && r.group_by.length ? " by " + r.group_by.join(", ") : "") + (r.filter ? " where " + r.filter : "");
+  const limits = r.no_data === "alert" && r.warning == null && r.critical == null ? "no data → critical" : r.op + " " + [r.warning, r.critical].filter((v) => v !== null && v !== undefined).join(" / ");
+  return r.source + ": " + what + " over " + r.window + (r.compare_to ? " vs " + r.compare_to + " baseline" : "") + ", " + limits;
+}
+async function renderAlerts(seq) {
+  $("title").textContent = "Alerts";
+  const view = $("view");
+  const { start, end } = timeRange();
+  let data, anomalies;
+  try {
+    [data, anomalies] = await Promise.all([api("/api/alerts"), api("/api/anomalies?" + apiQuery())]);
+  } catch (e) { if (seq === renderSeq) view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  const status = el("p", { class: "dash-desc", id: "alerts-status" });
+  const act = async (fn) => { try { await fn(); render(true); } catch (e) { status.textContent = e.message; status.className = "error"; } };
+  const mute = (rule, group, minutes) => act(() => postJson("/api/alerts/silence", { rule, group, minutes }));
+  const parts = [];
+  if (!data.configured) parts.push(el("p", { class: "dash-desc", text: "No [alerts] section is running: add one to the config of `aoai-monitor run` (`aoai-monitor alerts init` writes the built-in templates)." }));
+  for (const e of data.errors) parts.push(el("p", { class: "error", text: e.message }));
+  parts.push(status);
+  parts.push(el("section", { class: "card" }, el("h3", { text: "Active (" + data.states.length + ")" }),
+    data.states.length ? table(["Rule", "Group", "State", "Since", "Value", ""], data.states.map((s) => [
+      s.rule, s.group || "(all)", stateBadge(s.state, s.severity), fmtFull(s.since_ms), fmtValue(s.value),
+      el("button", { type: "button", text: "Mute 1 h", onclick: () => mute(s.rule, s.group, 60) })]))
+      : el("p", { class: "empty", text: "Nothing pending or firing." })));
+  const chartBox = el("div", { class: "panel-body" });
+  parts.push(el("section", { class: "card" }, el("h3", { text: "Anomalies (seasonal baseline per deployment)" }), chartBox,
+    anomalies.rows.length ? table(["Bucket", "Deployment", "Measure", "Value", "Expected", "Band", "Score"], anomalies.rows.slice(0, 50).map((a) => [
+      fmtFull(a.t), a.deployment, a.measure, fmtValue(a.value), fmtValue(a.expected), fmtValue(a.lower) + " – " + fmtValue(a.upper), String(a.score)]))
+      : el("p", { class: "empty", text: "No anomalies in this range." })));
+  parts.push(el("section", { class: "card" }, el("h3", { text: "Rules (" + data.rules.length + ")" }),
+    table(["Id", "Name", "Origin", "Condition", "Every", "Notify", ""], data.rules.map((r) => [
+      r.id, r.name, r.origin + (r.enabled === false ? " (disabled)" : ""), ruleSummary(r), r.every || "",
+      (r.notify || data.default_notify || []).join(", "),
+      el("span", {}, el("button", { type: "button", text: "Mute 1 h", onclick: () => mute(r.id, "*", 60) }),
+        r.origin === "ui" ? el("button", { type: "button", text: "Delete", onclick: () => act(() => postJson("/api/alerts/rules/" + encodeURIComponent(r.id), {}, "DELETE")) }) : null)]))));
+  if (data.silences.length) parts.push(el("section", { class: "card" }, el("h3", { text: "Silences" }),
+    table(["Rule", "Group", "Until", "Reason", ""], data.silences.map((x) => [x.rule, x.group, fmtFull(x.until), x.reason || "",
+      el("button", { type: "button", text: "Unmute", onclick: () => act(() => postJson("/api/alerts/silence", { rule: x.rule, group: x.group, clear: true })) })]))));
+  parts.push(ruleForm(data, act));
+  parts.push(el("section", { class: "card" }, el("h3", { text: "History" }),
+    table(["Time", "Rule", "Group", "Change", "Value", "Message", "Notification"], data.history.map((h) => [
+      fmtFull(h["@timestamp"]), h["alert.rule.id"], h["alert.group"] || "(all)",
+      el("span", {}, (h["alert.previous_state"] || "") + " → ", stateBadge(h["alert.state"], h["alert.severity"])),
+      fmtValue(h["alert.value"]), h["alert.message"], h["alert.notify"]]))));
+  view.replaceChildren(...parts);
+  timeChart(chartBox, anomalies.chart, { start, end, unit: "", chart: "bars", legend: true, onZoom: zoomTo });
+  view.dataset.ready = "1";
+}
+function ruleForm(data, act) {
+  const f = {};
+  const input = (name, attrs) => (f[name] = el("input", Object.assign({ name, type: "text" }, attrs || {})));
+  const source = (f.source = el("select", { name: "source" }, ...["logs", "metrics", "spans", "anomalies"].map((s) => el("option", { value: s, text: s }))));
+  const op = (f.op = el("select", { name: "op" }, ...[">=", ">", "<=", "<"].map((s) => el("option", { value: s, text: s }))));
+  const num = (v) => (v === "" ? null : Number(v));
+  const list = (v) => v.split(",").map((x) => x.trim()).filter(Boolean);
+  const submit = () => act(() => postJson("/api/alerts/rules", {
+    id: f.id.value.trim(), name: f.name.value.trim() || null, source: source.value, filter: f.filter.value,
+    agg: f.agg.value.trim() || "count", group_by: list(f.group_by.value), window: f.window.value.trim() || "10m",
+    every: f.every.value.trim() || null, op: op.value, warning: num(f.warning.value), critical: num(f.critical.value),
+    notify: f.notify.value.trim() ? list(f.notify.value) : null, runbook: f.runbook.value }));
+  const row = (label, node) => el("label", { class: "form-row" }, el("span", { text: label }), node);
+  return el("section", { class: "card rule-form" }, el("h3", { text: "New rule" }),
+    el("p", { class: "dash-desc", text: "Stored in the store and evaluated by `aoai-monitor run` from its next tick. Aggregations: count, sum|avg|min|max(field), p95(field), count_distinct(field), ratio(KQL) = percent of the rows that match. Targets: " + (Object.keys(data.targets).join(", ") || "none configured") + "." }),
+    row("Id", input("id", { placeholder: "gpt4o-slow" })), row("Name", input("name")), row("Source", source),
+    row("Filter (KQL)", input("filter", { placeholder: "aoai.deployment:gpt-4o" })), row("Aggregation", input("agg", { placeholder: "p95(aoai.duration_ms)" })),
+    row("Group by", input("group_by", { placeholder: "aoai.deployment" })), row("Window", input("window", { placeholder: "10m" })),
+    row("Every", input("every", { placeholder: "1m" })), row("Operator", op), row("Warning", input("warning", { type: "number", step: "any" })),
+    row("Critical", input("critical", { type: "number", step: "any" })), row("Notify", input("notify", { placeholder: (data.default_notify || []).join(", ") })),
+    row("Runbook", input("runbook", { placeholder: "What to do when it fires" })),
+    el("button", { type: "button", class: "primary", id: "save-rule", text: "Save rule", onclick: submit }));
+}
+
+// --- SLO page --------------------------------------------------------------------------------------------
+async function renderSlo(seq) {
+  $("title").textContent = "SLOs";
+  const view = $("view");
+  let data;
+  try { data = await api("/api/slo"); }
+  catch (e) { if (seq === renderSeq) view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  if (!data.slos.length) {
+    view.replaceChildren(el("p", { class: "dash-desc", text: "No SLOs: add [[alerts.slos]] to the config of `aoai-monitor run` (docs/alerts.md)." }));
+    return;
+  }
+  const parts = [], charts = [];
+  for (const slo of data.slos) {
+    const days = Math.round(slo.period_ms / 86400000);
+    parts.push(el("h2", { class: "section", text: slo.name + " — " + slo.type + (slo.threshold_ms ? " ≤ " + slo.threshold_ms + " ms" : "") + ", target " + slo.target + " % over " + days + " days" }));
+    parts.push(el("p", { class: "dash-desc", text: "Burn-rate tiers: " + slo.tiers.map((t) => t.severity + " " + Math.round(t.long_ms / 3600000) + " h & " + Math.round(t.short_ms / 60000) + " min ≥ " + t.factor + "×").join(" · ") }));
+    const grid = el("div", { class: "grid" });
+    for (const g of slo.groups) {
+      const body = el("div", { class: "panel-body" });
+      const rates = Object.entries(g.burn_rates).map(([w, v]) => w + " " + (v === null ? "–" : v + "×")).join(" · ");
+      grid.append(el("section", { class: "panel w2", "data-slo": slo.id + "|" + g.group },
+        el("div", { class: "panel-head" }, el("h3", { text: g.group || "(all)" })),
+        el("div", { class: "panel-desc", text: "SLI " + (g.sli === null ? "–" : g.sli + " %") + " · budget remaining " + (g.budget_remaining_pct === null ? "–" : g.budget_remaining_pct + " %") + " · " + fmtNumber(g.events) + " requests, " + fmtNumber(g.bad) + " bad" }),
+        el("div", { class: "panel-desc", text: "Burn rates: " + rates }), body));
+      const pts = g.burn_down.filter((p) => p[1] !== null);
+      charts.push([body, { t: pts.map((p) => p[0]), series: { "budget remaining %": pts.map((p) => p[1]) }, bucket: slo.period_ms / 60 }, data.now - slo.period_ms, data.now]);
+    }
+    parts.push(grid);
+  }
+  view.replaceChildren(...parts);
+  for (const [body, d, start, end] of charts) timeChart(body, d, { start, end, unit: "percent", chart: "line", legend: true });
+  view.dataset.ready = "1";
+}
+
 // --- router ------------------------------------------------------------------------------------------
 async function render(quiet) {
   const seq = ++renderSeq;
@@ -574,6 +696,8 @@ async function render(quiet) {
   if (parts[0] === "discover") return renderDiscover(seq);
   if (parts[0] === "doc") return renderDocument(parts[1], parts.slice(2).join("/"), seq);
   if (parts[0] === "sql") return renderSql();
+  if (parts[0] === "alerts") return renderAlerts(seq);
+  if (parts[0] === "slo") return renderSlo(seq);
   location.hash = href("dash/overview", sharedParams());
 }
 

@@ -1,0 +1,78 @@
+"""The Alerts and SLO pages in headless Chromium, served by the real `aoai-monitor serve`: active alerts,
+rules, history, anomaly chart and SLO burn-down render, and HTML in rule names stays inert."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aoai_monitor.alerting import simulate as sim
+from aoai_monitor.alerting.service import Engine, parse_section
+from aoai_monitor.store import Store
+from tests.test_alert_templates import Clock
+from tests.test_web_browser import ARGS, CHROMIUM, SHOTS, wait_until
+
+sync_api = pytest.importorskip("playwright.sync_api")
+H = 3_600_000
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    path = str(tmp_path_factory.mktemp("alerts-browser") / "a.duckdb")
+    logs, metrics = sim.generate(now - 86_400_000, now, (sim.Incident("errors", "gpt-4o", now - H, now, 0.4),), seed=51, scale=0.3)
+    with Store(path) as store:
+        store.pricer = None
+        sim.load_into(store, logs, metrics)
+        section = {"rules": [{"id": "errors", "name": XSS, "agg": "ratio(aoai.status_code >= 500)",
+                              "group_by": ["aoai.deployment"], "window": "15m", "warning": 10, "critical": 30}],
+                   "slos": [{"id": "avail", "name": "Availability", "type": "availability", "target": 99.5}],
+                   "anomaly": {"training": "1d"}}
+        engine = Engine(store, parse_section(section), clock=Clock(now))
+        engine.publish()
+        engine.evaluate_due(now)
+    proc = subprocess.Popen([sys.executable, "-m", "aoai_monitor.cli", "serve", "--store", path, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = None
+    deadline = time.monotonic() + 30
+    while found is None and time.monotonic() < deadline:
+        m = re.search(r"(http://\S+)", proc.stdout.readline())
+        found = m.group(1) if m else None
+    assert found, "server printed no URL"
+    yield found
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_alerts_and_slo_pages_render(url):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        base = url.split("#")[0].rstrip("/")
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/#/alerts?from=now-24h")
+        wait_until(page, "document.getElementById('view').dataset.ready === '1'")
+        text = page.inner_text("#view")
+        assert "Active (2)" in text and "aoai.deployment=gpt-4o" in text and "firing · critical" in text
+        assert XSS in text  # shown as text, never parsed
+        assert page.locator("#view img").count() == 0 and dialogs == [] and errors == []
+        assert page.locator("#save-rule").count() == 1
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "alerts.png"), full_page=True)
+        page.evaluate("() => { document.getElementById('view').dataset.ready = ''; }")
+        page.goto(base + "/#/slo")
+        wait_until(page, "document.getElementById('view').dataset.ready === '1'")
+        slo = page.inner_text("#view")
+        assert "target 99.5 % over 30 days" in slo and "budget remaining" in slo
+        assert page.locator("[data-slo] svg.chart path").count() >= 4  # one burn-down line per deployment
+        page.screenshot(path=str(SHOTS / "slo.png"), full_page=True)
+        browser.close()
