@@ -336,7 +336,8 @@ async def test_owner_level_receivers_share_and_steal(eventhub_standin) -> None:
         await wait_until(lambda: [r["epoch"] for r in hub.active_receivers()] == [5], 10, "the take-over")
         hub.append("0", b"after")
         await wait_until(lambda: received["owner"] == [0, 1], 10, "the owner to get new events")
-        await asyncio.sleep(0.3)
+        # Each plain client notices its detach when its receive loop next runs.
+        await wait_until(lambda: errors["plain1"] and errors["plain2"], 10, "both plain receivers to fail")
     finally:
         for client in clients.values():
             await client.close()
