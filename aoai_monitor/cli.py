@@ -265,6 +265,9 @@ main.add_command(cost)
 from .alerting.cli import alerts  # noqa: E402
 
 main.add_command(alerts)
+from .outputs.cli import elastic  # noqa: E402
+
+main.add_command(elastic)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class Config:
     blob_archive: list[dict] = field(default_factory=list)
     azure_monitor: list[dict] = field(default_factory=list)
     sections: dict[str, dict] = field(default_factory=dict)  # [web], [alerts], [otlp] … as given
+    elasticsearch: list[dict] = field(default_factory=list)  # [[outputs.elasticsearch]] (aoai_monitor.outputs)
     source: str = ""
 
 
@@ -89,15 +90,15 @@ def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
     return value
 
 
-def _secrets(section: dict, kind: str, where: str, env: dict[str, str]) -> dict:
+def _secrets(section: dict, kind: str, where: str, env: dict[str, str], fields: set[str] = SECRET_FIELDS) -> dict:
     out = dict(section)
     for key in list(out):
-        if key.endswith("_env") and key[:-4] in SECRET_FIELDS:
+        if key.endswith("_env") and key[:-4] in fields:
             name = out.pop(key)
             if name not in env:
                 raise ConfigError(f"{where}.{key}: environment variable {name} is not set; export it")
             out[key[:-4]] = env[name]
-    for key in SECRET_FIELDS:
+    for key in fields:
         fallback = f"AOAI_MONITOR_{kind.upper()}_{key.upper()}"
         if not out.get(key) and env.get(fallback):
             out[key] = env[fallback]
@@ -145,6 +146,17 @@ def load(path: str | Path | None, env: dict[str, str] | None = None, store_path:
     names = [s["name"] for s in cfg.eventhub + cfg.blob_archive]
     if len(names) != len(set(names)):
         raise ConfigError(f"input names must be unique (got {names}); set `name = \"…\"` on each input")
+    outputs = raw.get("outputs", {})
+    if set(outputs) - {"elasticsearch"}:
+        raise ConfigError(f"unknown output type(s) {sorted(set(outputs) - {'elasticsearch'})}: use [[outputs.elasticsearch]]")
+    sections = outputs.get("elasticsearch", [])
+    from .outputs.elasticsearch import SECRET_FIELDS as ES_SECRETS, elasticsearch_settings
+
+    for i, section in enumerate([sections] if isinstance(sections, dict) else sections):
+        where = f"outputs.elasticsearch[{i}]"
+        cfg.elasticsearch.append(elasticsearch_settings(_secrets(section, "elasticsearch", where, env, ES_SECRETS), where))
+    if len({s["name"] for s in cfg.elasticsearch}) != len(cfg.elasticsearch):
+        raise ConfigError("[[outputs.elasticsearch]] names must be unique; set `name = \"…\"` on each")
     for name in PLUGGABLE_SECTIONS:
         if name in raw:
             cfg.sections[name] = _secrets(raw[name], name, name, env)
@@ -328,4 +340,13 @@ max_batch_size = 100                  # messages per store commit and checkpoint
 
 # Alerts, SLOs and anomaly detection: `aoai-monitor alerts init` writes the built-in rules (docs/alerts.md)
 # [alerts]
+
+# Also ship every document to Elasticsearch data streams (docs/elasticsearch.md; `aoai-monitor elastic setup`)
+# [[outputs.elasticsearch]]
+# hosts = ["https://my-cluster:9200"]   # or cloud_id = "…"
+# api_key_env = "ES_API_KEY"            # or username = "…" + password_env = "ES_PASSWORD"
+# ca_certs = "/etc/ssl/my-ca.pem"       # verify_certs = true
+# namespace = "default"                 # logs-azure_openai.logs-<namespace>, metrics-azure.open_ai-<namespace>
+# write_store = true                    # false: only Elasticsearch keeps documents (the local UI shows nothing)
+# retention = "30d"                     # ILM delete phase installed by `elastic setup`
 '''

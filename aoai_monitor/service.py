@@ -50,6 +50,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.store: Store | None = None
         self.inputs: list = []
+        self.outputs: list = []
         self.api_port: int | None = None
         self.started = time.time()
         if since is not None:
@@ -143,6 +144,9 @@ class Service:
         if "pricing" in self.config.sections:
             from .pricing import configure
             configure(self.store, self.config.sections["pricing"])
+        if self.config.elasticsearch:  # every commit also ships to Elasticsearch (docs/elasticsearch.md)
+            from . import outputs
+            self.outputs = outputs.attach(self.store, self.config.elasticsearch)
         token, token_path = write_token(self.config.store_path)
         web = self.config.sections.get("web", {})
         sock = bind(web.get("host", self.config.api_host), int(web.get("port", self.config.api_port)))
@@ -178,6 +182,9 @@ class Service:
                 await asyncio.wait_for(server_task, 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 server_task.cancel()
+            if self.outputs:
+                from . import outputs
+                outputs.close(self.store, self.outputs)
             self.store.close()
             log.info("stopped")
 
@@ -239,9 +246,11 @@ def run_command(config_path: str | None, store_path: str | None, since: str | No
             last[0] = time.time()
             log.info("%s", _status_line(svc))
 
+    from .outputs.elasticsearch import OutputError
+
     try:
         asyncio.run(service.run(on_tick=tick))
-    except StoreError as exc:
+    except (StoreError, OutputError) as exc:
         fail(str(exc))
     if tty:
         sys.stderr.write("\n")
@@ -276,5 +285,8 @@ def config_check(path: str) -> None:
                    f"checkpoints in container {s['storage_account_container']}, cloud {s['cloud']['name']}")
     for s in config.blob_archive:
         click.echo(f"blob_archive {s['name']}: containers {s['containers'] or 'insights-*'}, every {s['poll_interval']:.0f}s")
+    for s in config.elasticsearch:
+        click.echo(f"elasticsearch output {s['name']}: {', '.join(s['hosts']) or 'cloud_id'}, namespace {s['namespace']}, "
+                   f"embedded store {'also written' if s['write_store'] else 'not written'}")
     for name in config.sections:
         click.echo(f"[{name}] configured")

@@ -25,7 +25,12 @@ XSS = "<img src=x onerror=alert(1)>"
 def url(tmp_path_factory):
     now = int(time.time() * 1000) // 60_000 * 60_000
     path = str(tmp_path_factory.mktemp("alerts-browser") / "a.duckdb")
-    logs, metrics = sim.generate(now - 86_400_000, now, (sim.Incident("errors", "gpt-4o", now - H, now, 0.4),), seed=51, scale=0.3)
+    logs, metrics = sim.generate(now - 86_400_000, now - H, seed=51, scale=0.3)
+    # the last hour: gpt-4o busy at any hour and weekday (the pages use the wall clock), with a 5xx burst
+    busy, _ = sim.generate(now - H, now, (sim.Incident("errors", "gpt-4o", now - H, now, 0.4),), seed=52,
+                           scale=10, deployments=sim.DEPLOYMENTS[:1])
+    rest, _ = sim.generate(now - H, now, seed=53, scale=0.3, deployments=sim.DEPLOYMENTS[1:])
+    logs += busy + rest
     with Store(path) as store:
         store.pricer = None
         sim.load_into(store, logs, metrics)
@@ -71,7 +76,7 @@ def test_alerts_and_slo_pages_render(url):
         page.evaluate("() => { document.getElementById('view').dataset.ready = ''; }")
         page.goto(base + "/#/slo")
         wait_until(page, "document.getElementById('view').dataset.ready === '1'")
-        slo = page.inner_text("#view")
+        slo = page.text_content("#view")
         assert "target 99.5 % over 30 days" in slo and "budget remaining" in slo
         assert page.locator("[data-slo] svg.chart path").count() >= 4  # one burn-down line per deployment
         page.screenshot(path=str(SHOTS / "slo.png"), full_page=True)

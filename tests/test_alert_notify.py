@@ -163,7 +163,9 @@ def test_cost_budget_rule_uses_the_pricing_forecast(tmp_path):
 
 async def test_run_component_evaluates_on_its_schedule(tmp_path, receiver, caplog):
     now = int(time.time() * 1000)
-    logs, _ = sim.generate(now - 600_000, now, (sim.Incident("errors", "gpt-4o", now - 600_000, now, 0.5),), seed=5, scale=3)
+    # wall-clock data (run() reads the real clock): busy enough for any hour and weekday
+    logs, _ = sim.generate(now - 600_000, now, (sim.Incident("errors", "gpt-4o", now - 660_000, now, 0.5),), seed=5,
+                           scale=30, deployments=sim.DEPLOYMENTS[:1])
 
     class Svc:  # what service.Service gives a component
         def __init__(self, store):
@@ -177,7 +179,7 @@ async def test_run_component_evaluates_on_its_schedule(tmp_path, receiver, caplo
                    "rules": [{"id": "errors", "agg": "ratio(aoai.status_code >= 500)", "group_by": ["aoai.deployment"],
                               "window": "15m", "warning": 10, "critical": 30}]}
         task = asyncio.create_task(run(svc, section))
-        for _ in range(100):
+        for _ in range(300):
             if receiver.bodies:
                 break
             await asyncio.sleep(0.05)

@@ -26,10 +26,15 @@ SECTION = {"targets": {"ops": {"type": "webhook", "url": "http://127.0.0.1:9/hoo
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    logs, metrics = sim.generate(NOW - 2 * 86_400_000, NOW, (sim.Incident("errors", "gpt-4o", NOW - H, NOW, 0.4),), seed=41, scale=0.3)
+    logs, metrics = sim.generate(NOW - 2 * 86_400_000, NOW - H, seed=41, scale=0.3)
+    # the last hour busy enough at any time of day for the 5-minute burn window: the API's clock is the wall clock
+    gpt4o = tuple(d for d in sim.DEPLOYMENTS if d.name == "gpt-4o")
+    burst, _ = sim.generate(NOW - H, NOW, (sim.Incident("errors", "gpt-4o", NOW - H, NOW, 0.4),), seed=42, scale=10,
+                            deployments=gpt4o)
+    quiet, _ = sim.generate(NOW - H, NOW, seed=43, scale=0.3, deployments=tuple(d for d in sim.DEPLOYMENTS if d not in gpt4o))
     s = Store(tmp_path_factory.mktemp("web") / "w.duckdb")
     s.pricer = None
-    sim.load_into(s, logs, metrics)
+    sim.load_into(s, logs + burst + quiet, metrics)
     engine = Engine(s, parse_section(SECTION), clock=Clock(NOW))
     engine.publish()
     engine.evaluate_due(NOW)

@@ -135,7 +135,7 @@ def eval_rules(config_path: str | None, store_path: str | None, at: str | None, 
     except StoreError as exc:
         _fail(str(exc))
     with store:
-        engine = Engine(store, cfg)
+        engine = Engine(store, cfg, config_path=config_path)
         rules = [r for r in engine.all_rules() if not rule_id or r.id == rule_id]
         if not rules:
             _fail(f"no rule {rule_id!r}" if rule_id else "no rules: `aoai-monitor alerts init --config …` adds the templates")

@@ -98,11 +98,12 @@ def _iso(ms: int) -> str:
 class Engine:
     """Evaluation, state and delivery over one store; `clock` returns epoch seconds (tests inject one)."""
 
-    def __init__(self, store, cfg: AlertsConfig, clock=time.time, pricing=None):
+    def __init__(self, store, cfg: AlertsConfig, clock=time.time, pricing=None, config_path: str | None = None):
         self.store = store
         self.cfg = cfg
         self.clock = clock
         self.pricing = pricing
+        self.config_path = config_path  # where budget rules read [pricing] (default: $AOAI_MONITOR_CONFIG)
         self._failing: dict[str, str] = {}
 
     # --- rules -----------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Engine:
     def _pricing_for(self, rule: Rule):
         if rule.kind == "budget" and self.pricing is None:
             from ..pricing import load_pricing
-            self.pricing = load_pricing()
+            self.pricing = load_pricing(self.config_path)
         return self.pricing
 
     def silenced(self, rule_id: str, group: str, now_ms: int) -> bool:
@@ -295,7 +296,9 @@ async def run(service, section: dict) -> None:
     except (RuleError, ValueError) as exc:
         log.error("[alerts] not started: %s", exc)
         return
-    engine = Engine(service.store, cfg, clock=getattr(service, "clock", time.time))
+    config = getattr(service, "config", None)
+    engine = Engine(service.store, cfg, clock=getattr(service, "clock", time.time),
+                    config_path=getattr(config, "source", None) or None)
     await asyncio.to_thread(engine.publish)
     log.info("alerts: %d rule(s), %d SLO(s), %d target(s)", len(cfg.rules), len(cfg.slos), len(cfg.targets))
     while not service.stopping.is_set():

@@ -76,7 +76,7 @@ class Catalogue:
 
     def provisioned(self) -> list[Deployment]:
         """Every known provisioned deployment (merged), for PTU hourly cost."""
-        seen, out = set(), []
+        seen, emitted, out = set(), set(), []
         for e in self._entries.values():
             key = (e.account, e.name.lower())
             if key in seen:
@@ -84,7 +84,9 @@ class Catalogue:
             seen.add(key)
             merged = self.resolve(e.name, e.account)
             s = parse_sku(merged.sku) if merged else None
-            if merged and s and s.provisioned:
+            # A config entry without account merges with the learned entry of its account: count it once.
+            if merged and s and s.provisioned and (merged.account, merged.name.lower()) not in emitted:
+                emitted.add((merged.account, merged.name.lower()))
                 out.append(merged)
         return out
 

@@ -97,6 +97,10 @@ class Store:
         self.con.execute("SET lock_configuration=true")
         # Cost at ingest: a callable (table name, Arrow table) → (table, state), set by aoai_monitor.pricing.
         self.pricer = None
+        # Outputs (aoai_monitor.outputs, e.g. Elasticsearch): ship(tx) runs inside every transaction before
+        # COMMIT; an exception rolls the writes and the input's checkpoint back together (docs/elasticsearch.md).
+        self.outputs: list = []
+        self._last_ingested_ms = 0
         if not read_only:
             from ..pricing import attach
             attach(self)
@@ -174,6 +178,8 @@ class Store:
             tx = Transaction(self)
             try:
                 yield tx
+                for output in self.outputs:
+                    output.ship(tx)
                 self.con.execute("COMMIT")
             except BaseException:
                 self.con.execute("ROLLBACK")
@@ -244,7 +250,9 @@ class Transaction:
         self.store = store
         self.con = store.con
         self.result = CommitResult()
-        self.ingested_ms = int(time.time() * 1000)
+        # Unique per transaction (they run one at a time under the store lock), so an output finds exactly the
+        # rows this transaction wrote by "event.ingested".
+        self.ingested_ms = store._last_ingested_ms = max(int(time.time() * 1000), store._last_ingested_ms + 1)
 
     def _count(self, name: str, offered: int, inserted: int) -> None:
         self.result.stored[name] = self.result.stored.get(name, 0) + inserted
@@ -272,6 +280,9 @@ class Transaction:
     def insert_arrow(self, name: str, table: pa.Table, lo: int, hi: int) -> None:
         """Insert a table made by docs_to_arrow (e.g. in a worker process)."""
         if table.num_rows:
+            if "event.ingested" in table.column_names:  # prepared earlier (maybe in a worker): stamp it with ours
+                table = table.set_column(table.column_names.index("event.ingested"), "event.ingested",
+                                         pa.repeat(pa.scalar(self.ingested_ms, pa.timestamp("ms")), table.num_rows))
             if self.store.pricer is not None:  # cost at ingest: fills the aoai.cost.* columns (docs/cost.md)
                 table, state = self.store.pricer(name, table)
                 self.set_state(state)

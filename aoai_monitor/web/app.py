@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import schema
+from ..query import traces as T
 from ..query.kql import KqlError, compile_kql
 from ..query.sql import QueryError, run_query
 from ..store import Store
@@ -470,6 +471,165 @@ def _maybe_json(name: str, value, table: str):
     return value
 
 
+# --- Traces page (query/traces.py) ---------------------------------------------------------------------
+
+TRACE_FILTERS = (("service", "service.name"), ("deployment", "aoai.deployment"), ("outcome", "event.outcome"))
+TRACE_PAGE = 100
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadRequest("id must be a UUID") from None
+
+
+def traces_list(store: Store, q) -> dict:
+    """Spans newest first: the time range and KQL bar over the spans table (Discover's WHERE), plus the
+    page's service / deployment (or the top bar's) / outcome filters; `facets` feed the filter pickers."""
+    where, params = discover_where(store, "spans", q)
+    for param, col in TRACE_FILTERS:
+        v = q.get(param) or (q.get("dep") if param == "deployment" else None)
+        if v:
+            where += f" AND {_q(col)} = ?"
+            params.append(v)
+    limit = min(max(_int(q, "limit", TRACE_PAGE), 1), PAGE_LIMIT)
+    offset = max(_int(q, "offset", 0), 0)
+    start, end, _ = time_range(q)
+    cur = store.cursor()
+    total = cur.execute(f"SELECT count(*) FROM spans WHERE {where}", params).fetchone()[0]
+    rows = T._rows(cur.execute(
+        f'SELECT {", ".join(_q(c) for c in T.LIST_COLUMNS)} FROM spans WHERE {where} '
+        'ORDER BY "@timestamp" DESC, "span.id" LIMIT ? OFFSET ?', params + [limit, offset]))
+    facets = {}
+    for param, col in TRACE_FILTERS:
+        facets[param] = [r[0] for r in cur.execute(
+            f'SELECT DISTINCT {_q(col)} FROM spans WHERE "@timestamp" >= epoch_ms(?::BIGINT) '
+            f'AND "@timestamp" < epoch_ms(?::BIGINT) AND {_q(col)} IS NOT NULL ORDER BY 1 LIMIT 200', [start, end]).fetchall()]
+    return {"total": total, "rows": rows, "facets": facets, "start": start, "end": end, "limit": limit, "offset": offset}
+
+
+def _group_chart(rows: list[dict], measure: str, key: str, bucket: int) -> dict:
+    """Rows of (bucket, group, measures…) → the time-chart shape {t, series: {group: values}, bucket}."""
+    times = sorted({r[key] for r in rows})
+    index = {t: i for i, t in enumerate(times)}
+    series: dict[str, list] = {}
+    for r in rows:
+        name = "(none)" if r["group"] is None else str(r["group"])
+        series.setdefault(name, [None] * len(times))[index[r[key]]] = r[measure]
+    return {"t": times, "series": series, "bucket": bucket}
+
+
+def traces_panels(store: Store, q) -> dict:
+    """App-side panels: per group (service.name by default) requests, errors, latency and TTFT percentiles,
+    tokens and cost; the same measures per time bucket; app-side against service-side latency."""
+    start, end, bucket = time_range(q)
+    group = q.get("group") or "service.name"
+    if group not in T.GROUPS:
+        raise BadRequest(f"group must be one of {', '.join(T.GROUPS)}")
+    series = T.app_timeseries(store, start_ms=start, end_ms=end, bucket_s=bucket // 1000, group_by=group)
+    for r in series:
+        r["bucket"] = _default(r["bucket"]) if isinstance(r["bucket"], dt.datetime) else r["bucket"]
+    return {"start": start, "end": end, "bucket": bucket, "group": group, "groups": list(T.GROUPS),
+            "rows": T.app_panels(store, start_ms=start, end_ms=end, group_by=group),
+            "charts": {m: _group_chart(series, m, "bucket", bucket) for m in ("p95_ms", "ttft_p95_ms", "tokens", "cost")},
+            "latency": T.app_vs_service_latency(store, start_ms=start, end_ms=end)}
+
+
+def span_detail(store: Store, ref: str) -> dict | None:
+    """A span (document id or 16-hex span.id) with its trace, the linked service log and both latencies."""
+    ref = ref.strip().lower()
+    if not (len(ref) == 16 and all(c in "0123456789abcdef" for c in ref)):
+        ref = _uuid(ref)
+    detail = T.span_detail(store, ref)
+    if detail is not None:
+        app_ms, svc_ms = detail["app_ms"], detail["service_ms"]
+        detail["gap_ms"] = app_ms - svc_ms if app_ms is not None and svc_ms is not None else None
+    return detail
+
+
+# --- Cost dashboard (pricing/reports.py) -------------------------------------------------------------
+
+COST_TOP_SERIES = 10
+
+
+def pricing_for(store: Store):
+    """The Pricing the store's ingest pricer uses, else the [pricing] section of $AOAI_MONITOR_CONFIG."""
+    pricing = getattr(getattr(store, "pricer", None), "_pricing", None)
+    if pricing is None:
+        from ..pricing import load_pricing
+        try:
+            pricing = load_pricing()
+        except ValueError as exc:
+            raise BadRequest(f"pricing configuration: {exc}") from None
+    return pricing
+
+
+def _daily_chart(rows: list[dict], key: str) -> dict:
+    """daily_by rows → a time chart of cost per UTC day, top COST_TOP_SERIES series, the rest as 'Other'."""
+    totals: dict[str, float] = {}
+    for r in rows:
+        totals[r[key]] = totals.get(r[key], 0.0) + r["cost"]
+    top = set(sorted(totals, key=lambda k: (-totals[k], str(k)))[:COST_TOP_SERIES])
+    days = sorted({r["day"] for r in rows})
+    t = [int(dt.datetime.strptime(d, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp() * 1000) for d in days]
+    index = {d: i for i, d in enumerate(days)}
+    series: dict[str, list] = {}
+    for r in rows:
+        name = str(r[key]) if r[key] in top else "Other"
+        values = series.setdefault(name, [None] * len(days))
+        values[index[r["day"]]] = (values[index[r["day"]]] or 0.0) + r["cost"]
+    return {"t": t, "series": series, "bucket": 86400_000}
+
+
+def cost_report(store: Store, q) -> dict:
+    """The Cost dashboard's report: reports.summary() for the range, restricted to the Deployment control
+    when set (hourly rows and PTU rows carry the deployment). Top callers, unpriced reasons and the
+    forecast cover every deployment; no report row carries subscription, resource group or resource."""
+    from ..alerting.service import PUBLISHED
+    from ..pricing import reports as R
+
+    start, end, _ = time_range(q)
+    ctl = controls(q)
+    dep = ctl["dep"]
+    pricing = pricing_for(store)
+    rows = R.hourly_costs(store, pricing, start, end)
+    if dep:
+        rows = [r for r in rows if r["deployment"] == dep]
+    ptu = R.ptu_vs_payg(store, pricing, start, end, rows)
+    if dep:
+        ptu = [p for p in ptu if p["deployment"] == dep]
+    by_source: dict[str, float] = {}
+    for r in rows:
+        by_source[r["source"]] = by_source.get(r["source"], 0.0) + r["cost"]
+    reasons = R.unpriced_reasons(store, pricing, start, end)
+    daily_dep, daily_model = R.daily_by(rows, "deployment"), R.daily_by(rows, "model")
+    now = int(time.time() * 1000)
+    token_cost, ptu_cost = sum(r["cost"] for r in rows), sum(p["ptu_cost"] or 0 for p in ptu)
+    budgets = []
+    for rule in (store.get_state(PUBLISHED) or {}).get("rules", []):
+        if rule.get("kind") == "budget" and rule.get("monthly_budget"):
+            budgets.append({"rule": rule["id"], "name": rule.get("name"), "measure": rule.get("measure"),
+                            "warning": rule.get("warning"), "critical": rule.get("critical"),
+                            **R.budget_status(store, pricing, float(rule["monthly_budget"]), now)})
+    return {
+        "start": start, "end": end, "currency": pricing.prices.currency,
+        "total": token_cost + ptu_cost, "token_cost": token_cost, "ptu_cost": ptu_cost, "by_source": by_source,
+        "unpriced_requests": sum(r["requests"] for r in reasons),
+        "unpriced_deployment_hours": sum(r.get("deployment_hours", 0) for r in reasons),
+        "unpriced_reasons": reasons,
+        "daily_by_deployment": daily_dep, "daily_by_model": daily_model,
+        "by_deployment": R.totals_by(rows, "deployment"), "by_model": R.totals_by(rows, "model"),
+        "charts": {"deployment": _daily_chart(daily_dep, "deployment"), "model": _daily_chart(daily_model, "model")},
+        "top_callers": R.top_callers(store, start, end),
+        "ptu_vs_payg": ptu, "break_even": R.break_even(ptu),
+        "forecast": R.forecast(store, pricing, min(end, now)),
+        "budgets": budgets,
+        "filtered_by": ["dep"] if dep else [],
+        "not_filtered": [k for k in ("sub", "rg", "res") if ctl[k]] + (["dep: top callers, unpriced, forecast"] if dep else []),
+    }
+
+
 # --- HTTP layer ----------------------------------------------------------------------------------
 
 def _session_value(token: str) -> str:
@@ -576,6 +736,22 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         doc = document(store, request.path_params["table"], request.path_params["id"], _int(request.query_params, "ts"))
         return doc if doc is not None else _error("no such document", 404)
 
+    def api_traces(request):
+        return traces_list(store, request.query_params)
+
+    def api_traces_panels(request):
+        return traces_panels(store, request.query_params)
+
+    def api_span(request):
+        detail = span_detail(store, request.path_params["ref"])
+        return detail if detail is not None else _error("no such span", 404)
+
+    def api_log_spans(request):
+        return {"spans": T.spans_for_log(store, _uuid(request.path_params["id"]))}
+
+    def api_cost(request):
+        return cost_report(store, request.query_params)
+
     async def api_sql(request: Request) -> Response:
         if not (request.headers.get("content-type") or "").startswith("application/json"):
             return _error("send the query as JSON: {\"sql\": \"SELECT …\"}", 415)
@@ -611,6 +787,11 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         Route("/api/fields", endpoint(api_fields)),
         Route("/api/values", endpoint(api_values)),
         Route("/api/doc/{table}/{id}", endpoint(api_doc)),
+        Route("/api/doc/logs/{id}/spans", endpoint(api_log_spans)),
+        Route("/api/traces", endpoint(api_traces)),
+        Route("/api/traces/panels", endpoint(api_traces_panels)),
+        Route("/api/span/{ref}", endpoint(api_span)),
+        Route("/api/cost", endpoint(api_cost)),
         Route("/api/sql", api_sql, methods=["POST"]),
         *alert_routes(store),  # Alerts and SLO pages (aoai_monitor/alerting/api.py)
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -307,7 +307,8 @@ function syncChrome() {
   for (const k of CONTROL_PARAMS) { const s = $("ctl-" + k); if (s.value !== (r.params.get(k) || "")) s.value = r.params.get(k) || ""; }
   document.querySelectorAll("#nav a").forEach((a) => {
     a.href = href(a.dataset.view, sharedParams());
-    a.classList.toggle("active", r.path === a.dataset.view || (a.dataset.view === "discover" && r.path.startsWith("doc/")));
+    a.classList.toggle("active", r.path === a.dataset.view || (a.dataset.view === "discover" && r.path.startsWith("doc/")) ||
+      (a.dataset.view === "traces" && r.path.startsWith("span/")));
   });
   $("controls").hidden = r.path === "sql";
 }
@@ -351,6 +352,7 @@ async function renderDashboard(id, seq, quiet) {
     }
     view.replaceChildren(el("p", { class: "dash-desc", text: dash.description }), links, grid);
   }
+  if (id === "cost") renderCostReport(view, grid, seq);
   let data;
   try { data = await api("/api/dashboard/" + encodeURIComponent(id) + "?" + apiQuery()); }
   catch (e) { if (seq === renderSeq) grid.replaceChildren(el("p", { class: "error", text: e.message })); return; }
@@ -528,6 +530,8 @@ async function renderDocument(table, id, seq) {
   view.replaceChildren(back, el("h2", { class: "doc-id", text: `${table} / ${doc.id}` }),
     el("div", { class: "tabs" }, el("section", { class: "card" }, el("h3", { text: "Fields" }), filter, el("table", { class: "doc-fields" }, tbody)),
       el("section", { class: "card" }, el("h3", { text: "Raw record (event.original)" }), el("pre", { class: "raw", id: "raw", text: raw || "(none: this document was not built from a raw record)" }))));
+  if (table === "logs") linkedSpans(view, doc.id, seq);
+  if (table === "spans") back.after(" · ", el("a", { href: spanHref(doc.id), id: "span-detail-link", text: "Span detail: trace, linked log, latency" }));
   view.dataset.ready = "1";
 }
 function addFilterFor(field, value, negate) { return (negate ? "not " : "") + field + ":" + kqlValue(value); }
@@ -684,6 +688,249 @@ async function renderSlo(seq) {
   view.dataset.ready = "1";
 }
 
+// --- Traces page and span detail (aoai_monitor/query/traces.py) -------------------------------------------
+const TRACE_FILTERS = ["service", "deployment", "outcome"];
+const LINK_METHODS = {
+  response_id: "linked by response id (gen_ai.response.id = backend response body id)",
+  request_id: "linked by request id (apim-request-id / x-request-id = the log's correlation or request id)",
+  approximate: "approximate: nearest request log of the same deployment within 5 s (no shared id)",
+};
+function spanHref(ref) { return href("span/" + ref, sharedParams()); }
+function fmtMoney(v, currency) {
+  if (v === null || v === undefined) return "–";
+  const n = Number(v), digits = n !== 0 && Math.abs(n) < 1 ? 4 : 2;
+  try { return n.toLocaleString(undefined, { style: "currency", currency: currency || "USD", minimumFractionDigits: 2, maximumFractionDigits: digits }); }
+  catch (e) { return n.toFixed(digits) + " " + currency; }
+}
+// A table cell carrying the raw value in data-value (tests and copy-paste) and the formatted one as text.
+function numCell(key, v, text) {
+  return el("td", { "data-key": key, "data-value": v === null || v === undefined ? "" : String(v), text: text === undefined ? fmtNumber(v, "", true) : text });
+}
+
+async function renderTraces(seq) {
+  $("title").textContent = "Traces";
+  const r = route();
+  const view = $("view");
+  const q = r.params.get("q") || "", group = r.params.get("group") || "service.name";
+  const offset = Number(r.params.get("offset") || 0);
+  const filters = {};
+  for (const k of TRACE_FILTERS) filters[k] = r.params.get(k) || "";
+  const input = el("input", { id: "trace-kql", class: "kql", type: "search", spellcheck: "false", value: q,
+    placeholder: "KQL over spans, e.g. aoai.duration_ms >= 1000 and not event.outcome:success" });
+  const selects = {};
+  for (const k of TRACE_FILTERS) selects[k] = el("select", { id: "trace-" + k, title: k }, el("option", { value: "", text: "Any " + k }));
+  const form = el("form", { class: "querybar" }, input, ...TRACE_FILTERS.map((k) => selects[k]), el("button", { type: "submit", class: "primary", text: "Search" }));
+  const apply = () => { const p = { q: input.value, offset: 0 }; for (const k of TRACE_FILTERS) p[k] = selects[k].value; setParams(p); };
+  form.addEventListener("submit", (e) => { e.preventDefault(); apply(); });
+  const errBox = el("div", { class: "error", id: "traces-error", hidden: "" });
+  const listBox = el("div", { class: "doc-table-wrap" }, el("div", { class: "loading", text: "Loading…" }));
+  const summary = el("div", { class: "hits-summary" });
+  const panelsBox = el("div", { id: "app-panels" }, el("div", { class: "loading", text: "Loading…" }));
+  view.replaceChildren(el("p", { class: "dash-desc", text: "Spans sent by instrumented applications (OTLP). A GenAI span links to the service log of the same request, so app-side latency sits beside service-side duration." }),
+    panelsBox, el("h2", { class: "section", text: "Spans" }), form, errBox, summary, listBox);
+  const listing = api("/api/traces?" + apiQuery(Object.assign({ q, offset, limit: 50 }, filters)));
+  const panels = api("/api/traces/panels?" + apiQuery({ group }));
+  let list;
+  try { list = await listing; }
+  catch (e) { if (seq === renderSeq) { errBox.hidden = false; errBox.textContent = e.message; listBox.replaceChildren(); } }
+  if (seq !== renderSeq) return;
+  if (list) {
+    for (const k of TRACE_FILTERS) {
+      const values = list.facets[k].slice();
+      if (filters[k] && !values.includes(filters[k])) values.push(filters[k]);
+      selects[k].append(...values.map((v) => el("option", { value: v, text: v })));
+      selects[k].value = filters[k];
+      selects[k].addEventListener("change", apply);
+    }
+    summary.replaceChildren(el("strong", { id: "span-count", "data-total": String(list.total), text: list.total.toLocaleString() }), " spans · ",
+      el("a", { href: href("discover", sharedParams({ table: "spans", q })), text: "Open in Discover" }));
+    const heads = ["@timestamp", "service", "span", "deployment", "model", "status", "outcome", "duration", "TTFT", "tokens in / out", "cost", "trace"];
+    const tbody = el("tbody", {}, ...list.rows.map((s) => el("tr", { class: "span-row", "data-span": s["span.id"] },
+      el("td", { class: "ts" }, el("a", { href: spanHref(s["span.id"]), text: fmtFull(s["@timestamp"]) })),
+      el("td", { text: fmtValue(s["service.name"]) }), el("td", { text: fmtValue(s["span.name"]) }),
+      el("td", { text: fmtValue(s["aoai.deployment"]) }), el("td", { text: fmtValue(s["aoai.model"]) }),
+      el("td", { text: fmtValue(s["aoai.status_code"]) }), el("td", { text: fmtValue(s["event.outcome"]) }),
+      numCell("aoai.duration_ms", s["aoai.duration_ms"], fmtNumber(s["aoai.duration_ms"], "ms")),
+      numCell("aoai.ttft_ms", s["aoai.ttft_ms"], fmtNumber(s["aoai.ttft_ms"], "ms")),
+      el("td", { text: fmtNumber(s["aoai.tokens.input"], "", true) + " / " + fmtNumber(s["aoai.tokens.output"], "", true) }),
+      numCell("aoai.cost", s["aoai.cost"], s["aoai.cost"] === null ? "unpriced" : fmtMoney(s["aoai.cost"], "USD")),
+      el("td", {}, el("a", { href: href("traces", sharedParams({ q: "trace.id:" + kqlValue(s["trace.id"]) })), text: String(s["trace.id"]).slice(0, 12) + "…", title: s["trace.id"] })))));
+    const pager = el("div", { class: "pager" },
+      el("button", { type: "button", disabled: offset <= 0 ? "" : null, text: "‹ Newer", onclick: () => setParams({ offset: Math.max(0, offset - 50) }) }),
+      el("span", { text: list.total ? `${offset + 1}–${Math.min(offset + 50, list.total)} of ${list.total.toLocaleString()}` : "No spans match" }),
+      el("button", { type: "button", disabled: offset + 50 >= list.total ? "" : null, text: "Older ›", onclick: () => setParams({ offset: offset + 50 }) }));
+    listBox.replaceChildren(el("table", { class: "doc-table", id: "span-table" }, el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { text: h })))), tbody), pager);
+  }
+  let p;
+  try { p = await panels; }
+  catch (e) { if (seq === renderSeq) panelsBox.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  renderAppPanels(panelsBox, p);
+  view.dataset.ready = "1";
+}
+
+function renderAppPanels(box, p) {
+  const groupSel = el("select", { id: "trace-group", title: "Group by" }, ...p.groups.map((g) => el("option", { value: g, text: g })));
+  groupSel.value = p.group;
+  groupSel.addEventListener("change", () => setParams({ group: groupSel.value }));
+  const ms = (v) => fmtNumber(v, "ms");
+  const heads = [p.group, "requests", "errors", "429", "p50", "p95", "p99", "TTFT p50", "TTFT p95", "input tokens", "output tokens", "cost", "unpriced"];
+  const rows = p.rows.map((g) => el("tr", { "data-group": g.group === null ? "" : String(g.group) },
+    el("td", { text: g.group === null ? "(none)" : String(g.group) }), numCell("requests", g.requests), numCell("errors", g.errors), numCell("throttled", g.throttled),
+    numCell("p50_ms", g.p50_ms, ms(g.p50_ms)), numCell("p95_ms", g.p95_ms, ms(g.p95_ms)), numCell("p99_ms", g.p99_ms, ms(g.p99_ms)),
+    numCell("ttft_p50_ms", g.ttft_p50_ms, ms(g.ttft_p50_ms)), numCell("ttft_p95_ms", g.ttft_p95_ms, ms(g.ttft_p95_ms)),
+    numCell("input_tokens", g.input_tokens), numCell("output_tokens", g.output_tokens), numCell("cost", g.cost, fmtMoney(g.cost, "USD")),
+    numCell("unpriced", g.unpriced)));
+  const charts = [["p95_ms", "Latency p95", "ms", "line"], ["ttft_p95_ms", "Time to first token p95", "ms", "line"], ["tokens", "Tokens", "tokens", "bar"], ["cost", "Cost (USD)", "currency", "bar"]];
+  const grid = el("div", { class: "grid" });
+  const bodies = charts.map(([id, title]) => {
+    const body = el("div", { class: "panel-body" });
+    grid.append(el("section", { class: "panel w2", "data-app-chart": id }, el("div", { class: "panel-head" }, el("h3", { text: title + " by " + p.group })), body));
+    return body;
+  });
+  const latency = p.latency.length
+    ? table(["deployment", "linked spans", "app p50", "app p95", "service p50", "service p95", "gap p50 (app − service)"], p.latency.map((l) => [
+      l.deployment, String(l.linked), ms(l.app_p50_ms), ms(l.app_p95_ms), ms(l.service_p50_ms), ms(l.service_p95_ms), ms(l.gap_p50_ms)]))
+    : el("p", { class: "empty", text: "No span in this range shares an id with a service log (gateway body logging or request-id headers)." });
+  latency.id = "app-vs-service";
+  box.replaceChildren(
+    el("section", { class: "card" }, el("div", { class: "panel-head" }, el("h3", { text: "App-side panels (spans with gen_ai.operation.name)" }), groupSel),
+      p.rows.length ? el("div", { class: "doc-table-wrap" }, el("table", { class: "doc-table", id: "app-panel-table" }, el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { text: h })))), el("tbody", {}, ...rows)))
+        : el("p", { class: "empty", text: "No GenAI spans in this range: send OTLP traces to `aoai-monitor otlp` (docs/instrumentation.md)." })),
+    grid, el("section", { class: "card" }, el("h3", { text: "App-side vs service-side latency (spans linked to a service log by id)" }), latency));
+  charts.forEach(([id, , unit, chart], i) => timeChart(bodies[i], p.charts[id], { start: p.start, end: p.end, unit, chart, legend: true, onZoom: zoomTo }));
+}
+
+async function renderSpan(ref, seq) {
+  $("title").textContent = "Span";
+  const view = $("view");
+  view.replaceChildren(el("div", { class: "loading", text: "Loading…" }));
+  let d;
+  try { d = await api("/api/span/" + encodeURIComponent(ref)); }
+  catch (e) { if (seq === renderSeq) view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  const s = d.span, ms = (v) => fmtNumber(v, "ms");
+  const row = (label, key, v, text) => el("tr", {}, el("th", { text: label }), numCell(key, v, text));
+  const latency = el("table", { class: "doc-fields", id: "latency-compare" }, el("tbody", {},
+    row("App-side (span duration)", "app_ms", d.app_ms, ms(d.app_ms)),
+    row("Service-side (log duration)", "service_ms", d.service_ms, d.log ? ms(d.service_ms) : "no linked log"),
+    row("Gap (network, queueing, client)", "gap_ms", d.gap_ms, ms(d.gap_ms)),
+    row("Time to first token", "ttft_ms", s["aoai.ttft_ms"], ms(s["aoai.ttft_ms"]))));
+  let logCard;
+  if (d.log) {
+    const l = d.log;
+    const keys = ["azure.open_ai.category", "aoai.deployment", "aoai.model", "aoai.status_code", "aoai.duration_ms", "aoai.tokens.input", "aoai.tokens.output", "aoai.cost.total", "azure.open_ai.correlation_id"];
+    logCard = el("section", { class: "card", id: "linked-log", "data-log": l.id },
+      el("h3", { text: "Service log of this request" }),
+      el("p", { class: "dash-desc", "data-link": d.link, text: LINK_METHODS[d.link] || d.link }),
+      el("a", { href: href("doc/logs/" + l.id, sharedParams({ ts: l["@timestamp"] })), id: "linked-log-link", text: "Open log document (" + fmtFull(l["@timestamp"]) + ")" }),
+      el("table", { class: "doc-fields" }, el("tbody", {}, ...keys.filter((k) => l[k] !== null && l[k] !== undefined).map((k) => el("tr", {}, el("th", { text: k }), el("td", { text: fmtValue(l[k]) }))))));
+  } else {
+    logCard = el("section", { class: "card", id: "linked-log" }, el("h3", { text: "Service log of this request" }),
+      el("p", { class: "empty", text: "No service log found: no log shares this span's response or request id, and none of the same deployment is within 5 s." }));
+  }
+  const t0 = Math.min(...d.trace.map((x) => x["@timestamp"]));
+  const t1 = Math.max(...d.trace.map((x) => x["@timestamp"] + Number(x["aoai.duration_ms"] || 0)));
+  const span = Math.max(t1 - t0, 1);
+  const waterfall = el("tbody", {}, ...d.trace.map((x) => {
+    const bar = el("div", { class: "wf-bar" + (x["span.id"] === s["span.id"] ? " current" : "") });
+    bar.style.left = (((x["@timestamp"] - t0) / span) * 100).toFixed(2) + "%";
+    bar.style.width = Math.max((Number(x["aoai.duration_ms"] || 0) / span) * 100, 0.5).toFixed(2) + "%";
+    return el("tr", { "data-span": x["span.id"] }, el("td", { text: fmtValue(x["service.name"]) }),
+      el("td", {}, el("a", { href: spanHref(x["span.id"]), text: fmtValue(x["span.name"]) })),
+      el("td", { text: "+" + ms(x["@timestamp"] - t0) }), el("td", { text: ms(x["aoai.duration_ms"]) }), el("td", { class: "wf-cell" }, el("div", { class: "wf-track" }, bar)));
+  }));
+  const fields = el("tbody", {}, ...Object.entries(s).filter(([, v]) => v !== null && v !== undefined).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => {
+    const isObj = typeof v === "object";
+    const text = isObj ? JSON.stringify(v, null, 2) : k === "@timestamp" || k === "event.ingested" ? fmtFull(v) : fmtValue(v);
+    return el("tr", { "data-field": k }, el("th", { text: k }), el("td", {}, isObj ? el("pre", { text }) : el("span", { class: "doc-value", text })));
+  }));
+  view.replaceChildren(el("a", { href: href("traces", sharedParams()), class: "back", text: "← Traces" }),
+    el("h2", { class: "doc-id", text: fmtValue(s["service.name"]) + " / " + fmtValue(s["span.name"]) + " / " + s["span.id"] }),
+    el("div", { class: "tabs" },
+      el("div", {}, el("section", { class: "card" }, el("h3", { text: "Latency: app against service" }), latency),
+        el("section", { class: "card" }, el("h3", { text: "Trace " + s["trace.id"] + " (" + d.trace.length + " spans)" }),
+          el("table", { class: "doc-table waterfall" }, el("thead", {}, el("tr", {}, ...["service", "span", "start", "duration", ""].map((h) => el("th", { text: h })))), waterfall)),
+        el("section", { class: "card" }, el("h3", {}, "Span fields · ", el("a", { href: href("doc/spans/" + s.id, sharedParams({ ts: s["@timestamp"] })), text: "open as document" })),
+          el("table", { class: "doc-fields", id: "span-fields" }, fields))),
+      logCard));
+  view.dataset.ready = "1";
+}
+
+// The log document view's "linked spans": the app spans of the same request (either direction of the link).
+async function linkedSpans(view, id, seq) {
+  const card = el("section", { class: "card", id: "linked-spans" }, el("h3", { text: "Linked app spans" }), el("div", { class: "loading", text: "Loading…" }));
+  const tabs = view.querySelector(".tabs");
+  if (tabs) tabs.before(card); else view.append(card);
+  let res;
+  try { res = await api("/api/doc/logs/" + encodeURIComponent(id) + "/spans"); }
+  catch (e) { card.replaceChildren(el("h3", { text: "Linked app spans" }), el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  card.replaceChildren(el("h3", { text: "Linked app spans (" + res.spans.length + ")" }), res.spans.length
+    ? table(["@timestamp", "service", "span", "app-side duration", "TTFT", "link"], res.spans.map((s) => [
+      el("a", { href: spanHref(s["span.id"]), class: "linked-span", "data-span": s["span.id"], text: fmtFull(s["@timestamp"]) }),
+      fmtValue(s["service.name"]), fmtValue(s["span.name"]), fmtNumber(s["aoai.duration_ms"], "ms"), fmtNumber(s["aoai.ttft_ms"], "ms"), LINK_METHODS[s.link] || s.link]))
+    : el("p", { class: "empty", text: "No app span shares this request's ids (or, failing that, its deployment within 5 s)." }));
+  card.dataset.ready = "1";
+}
+
+// --- Cost report on the Cost dashboard (aoai_monitor/pricing/reports.py) -----------------------------------
+async function renderCostReport(view, grid, seq) {
+  let box = view.querySelector("#cost-report");
+  if (!box) { box = el("div", { id: "cost-report" }, el("div", { class: "loading", text: "Loading cost…" })); grid.before(box); }
+  let c;
+  try { c = await api("/api/cost?" + apiQuery()); }
+  catch (e) { if (seq === renderSeq) box.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  if (seq !== renderSeq) return;
+  const cur = c.currency, money = (v) => fmtMoney(v, cur);
+  const tbl = (heads, rows) => el("div", { class: "doc-table-wrap" }, table(heads, rows));
+  const stat = (id, title, desc, value, text, extra) => el("section", { class: "panel kind-stat" + (extra || ""), "data-cost": id },
+    el("div", { class: "panel-head" }, el("h3", { text: title })), el("div", { class: "panel-desc", text: desc }),
+    el("div", { class: "panel-body" }, el("div", { class: "stat", "data-value": value === null || value === undefined ? "" : String(value), text })));
+  const f = c.forecast;
+  const unpriced = c.unpriced_requests + c.unpriced_deployment_hours;
+  const stats = el("div", { class: "grid" },
+    stat("total", "Total cost (" + cur + ")", "Tokens (each request once, best token source) + PTU hours in the range.", c.total, money(c.total)),
+    stat("token_cost", "Token cost", Object.entries(c.by_source).map(([k, v]) => k + " " + money(v)).join(" · ") || "no priced tokens", c.token_cost, money(c.token_cost)),
+    stat("ptu_cost", "PTU cost", "Provisioned deployments: PTUs × hourly rate × hours.", c.ptu_cost, money(c.ptu_cost)),
+    stat("unpriced", "Unpriced", c.unpriced_requests.toLocaleString() + " requests with tokens but no price, " + c.unpriced_deployment_hours.toLocaleString() + " metric deployment-hours (reasons below)",
+      unpriced, unpriced.toLocaleString(), unpriced ? " warn" : ""),
+    stat("forecast", "Forecast " + f.month, "Month to date " + money(f.spent) + "; tokens at " + money(f.daily_token_run_rate) + "/day (last 7 days) plus PTU hours to come.", f.forecast, money(f.forecast)));
+  const chartUnit = cur === "USD" ? "currency" : "";
+  const charts = el("div", { class: "grid" });
+  const chartBodies = ["deployment", "model"].map((k) => {
+    const body = el("div", { class: "panel-body" });
+    charts.append(el("section", { class: "panel w2", "data-cost-chart": k }, el("div", { class: "panel-head" }, el("h3", { text: "Daily cost by " + k + " (" + cur + ", UTC days)" })), body));
+    return body;
+  });
+  const parts = [stats];
+  if (c.not_filtered.length) parts.push(el("p", { class: "dash-desc", id: "cost-filter-note", text: "Not filtered by: " + c.not_filtered.join("; ") + " (cost reports carry no such field)." }));
+  parts.push(el("section", { class: "card", id: "unpriced-reasons" }, el("h3", { text: "Unpriced (" + unpriced.toLocaleString() + ")" }),
+    c.unpriced_reasons.length ? tbl(["reason", "requests", "metric deployment-hours", "source"], c.unpriced_reasons.map((u) => [u.reason, String(u.requests), String(u.deployment_hours || 0), u.source]))
+      : el("p", { class: "empty", text: "Every request with tokens in this range is priced." })));
+  parts.push(charts);
+  const cards = el("div", { class: "grid" });
+  cards.append(el("section", { class: "panel w2", id: "top-callers" }, el("h3", { text: "Top callers (APIM subscription, user or product)" }),
+    c.top_callers.length ? tbl(["caller", "requests", "tokens", "cost", "unpriced"], c.top_callers.map((t) => [t.caller, String(t.requests), fmtNumber(t.tokens, "", true), money(t.cost), String(t.unpriced)]))
+      : el("p", { class: "empty", text: "No gateway log in this range names a subscription, user or product." })));
+  cards.append(el("section", { class: "panel w2", id: "cost-by-model" }, el("h3", { text: "Cost by model" }),
+    tbl(["model", "requests", "input tokens", "output tokens", "cost", "pay-as-you-go"], c.by_model.map((m) => [m.model, String(m.requests), fmtNumber(m.input_tokens, "", true), fmtNumber(m.output_tokens, "", true), money(m.cost), money(m.payg)]))));
+  parts.push(cards);
+  parts.push(el("section", { class: "card", id: "ptu-vs-payg" }, el("h3", { text: "PTU vs pay-as-you-go" }),
+    ...c.break_even.map((b) => el("p", { class: "break-even", "data-deployment": b.deployment, text: b.statement })),
+    c.ptu_vs_payg.length ? tbl(["day", "deployment", "SKU", "PTUs", "hours", "PTU cost", "pay-as-you-go equivalent", "PTU % of PAYG", "utilization avg / max"], c.ptu_vs_payg.map((p) => [
+      p.day, p.deployment, p.sku, fmtValue(p.ptus), fmtNumber(p.hours, "", true), p.ptu_cost === null ? p.unpriced_reason : money(p.ptu_cost), money(p.payg_equivalent),
+      p.ptu_pct_of_payg === null ? "–" : p.ptu_pct_of_payg.toFixed(0) + " %", fmtNumber(p.utilization_avg, "percent") + " / " + fmtNumber(p.utilization_max, "percent")]))
+      : el("p", { class: "empty", text: "No provisioned (PTU) deployment is known: set sku and ptus in [[pricing.deployments]] or record the ARM deployments (docs/cost.md)." })));
+  if (c.budgets.length) parts.push(el("section", { class: "card", id: "budgets" }, el("h3", { text: "Budgets (alert rules of kind budget)" }),
+    tbl(["rule", "month", "budget", "spent", "forecast", "state"], c.budgets.map((b) => [b.name || b.rule, b.month, money(b.budget),
+      money(b.spent) + " (" + fmtNumber(b.spent_pct, "percent") + ")", money(b.forecast) + " (" + fmtNumber(b.forecast_pct, "percent") + ")", b.state]))));
+  box.replaceChildren(...parts);
+  const day = 864e5, s0 = Math.floor(c.start / day) * day, e0 = Math.ceil(c.end / day) * day;
+  chartBodies.forEach((body, i) => timeChart(body, c.charts[["deployment", "model"][i]], { start: s0, end: e0, unit: chartUnit, chart: "bar", legend: true, onZoom: zoomTo }));
+  box.dataset.ready = "1";
+}
+
 // --- router ------------------------------------------------------------------------------------------
 async function render(quiet) {
   const seq = ++renderSeq;
@@ -698,6 +945,8 @@ async function render(quiet) {
   if (parts[0] === "sql") return renderSql();
   if (parts[0] === "alerts") return renderAlerts(seq);
   if (parts[0] === "slo") return renderSlo(seq);
+  if (parts[0] === "traces") return renderTraces(seq);
+  if (parts[0] === "span") return renderSpan(parts.slice(1).join("/"), seq);
   location.hash = href("dash/overview", sharedParams());
 }
 
