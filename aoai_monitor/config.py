@@ -338,8 +338,12 @@ max_batch_size = 100                  # messages per store commit and checkpoint
 # sku = "GlobalProvisionedManaged"
 # ptus = 50
 
-# Alerts, SLOs and anomaly detection: `aoai-monitor alerts init` writes the built-in rules (docs/alerts.md)
+# Alerts, SLOs and anomaly detection: `aoai-monitor alerts init` appends the built-in rules (docs/alerts.md)
 # [alerts]
+# every = "1m"
+# [alerts.targets.ops]
+# type = "webhook"                    # or slack, teams, email
+# url_env = "OPS_WEBHOOK_URL"         # URLs with tokens are secrets: keep them in the environment
 
 # Also ship every document to Elasticsearch data streams (docs/elasticsearch.md; `aoai-monitor elastic setup`)
 # [[outputs.elasticsearch]]

@@ -225,7 +225,7 @@ def run_command(config_path: str | None, store_path: str | None, since: str | No
     from .store import parse_duration
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("azure", "uamqp", "uvicorn"):
+    for noisy in ("azure", "uamqp", "uvicorn", "elastic_transport"):  # elastic_transport logs every request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load(config_path, store_path=store_path)

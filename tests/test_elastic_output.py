@@ -149,7 +149,7 @@ def test_index_templates_cover_the_integration_data_streams():
     ts = templates.index_templates()
     assert ts["logs-azure_openai.logs"]["index_patterns"] == ["logs-azure_openai.logs-*"]
     assert ts["metrics-azure.open_ai"]["index_patterns"] == ["metrics-azure.open_ai-*"]
-    for name, body in ts.items():
+    for body in ts.values():
         assert body["data_stream"] == {} and body["priority"] == 200
         assert set(body["composed_of"]) - set(body["ignore_missing_component_templates"]) <= set(templates.component_templates())
     assert templates.ilm_policy("2w")["policy"]["phases"]["delete"]["min_age"] == "14d"
@@ -299,10 +299,21 @@ def test_elastic_setup_is_idempotent_and_leaves_the_integration_alone(es, tmp_pa
     assert refused.exit_code == 2 and "check api_key" in refused.output and "id:wrong" not in refused.output
 
 
+@pytest.mark.skipif(__import__("elasticsearch").__version__[0] < 9, reason="an 8.x client talks to 8.x and 9.x clusters")
+def test_a_client_newer_than_the_cluster_is_told_which_client_to_install(tmp_path, monkeypatch):
+    other = ElasticsearchStandin(version="8.15.0").start()
+    try:
+        monkeypatch.setenv("TEST_ES_KEY", "id:key")
+        result = CliRunner().invoke(main, ["elastic", "check", "--config", str(write_config(tmp_path / "c.toml", other.url))])
+    finally:
+        other.stop()
+    assert result.exit_code == 2 and "install the client of the cluster's major version" in result.output, result.output
+
+
 # --- end to end: `aoai-monitor run` ------------------------------------------------------------------
 
 def test_run_ships_blob_archive_records_to_elasticsearch(es, tmp_path, azurite):
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from azure.storage.blob import BlobServiceClient
 
@@ -312,7 +323,7 @@ def test_run_ships_blob_archive_records_to_elasticsearch(es, tmp_path, azurite):
     container = f"insights-logs-requestresponse-{azurite.create_container()[5:13]}"
     service.create_container(container)
     try:
-        blob = service.get_container_client(container).get_blob_client(blob_path(datetime.now(timezone.utc)))
+        blob = service.get_container_client(container).get_blob_client(blob_path(datetime.now(UTC)))
         blob.create_append_blob()
         blob.append_block(("\n".join(lines("run", 40)) + "\n").encode())
         config = tmp_path / "run.toml"
@@ -321,8 +332,9 @@ def test_run_ships_blob_archive_records_to_elasticsearch(es, tmp_path, azurite):
                           f'[[outputs.elasticsearch]]\nhosts = ["{es.url}"]\nnamespace = "e2e"\n')
         store = tmp_path / "run.duckdb"
         log = tmp_path / "run.log"
-        proc = subprocess.Popen(AOAI + ["run", "--config", str(config), "--store", str(store), "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(AOAI + ["run", "--config", str(config), "--store", str(store), "--quiet"],
+                                    stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 40
             while es.count() < 40:

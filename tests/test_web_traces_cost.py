@@ -165,8 +165,8 @@ def test_traces_list_filters_and_kql(store, client):
     expect = one(store, SPANS_IN_RANGE + ' AND "aoai.duration_ms" >= 1000 AND "service.name" <> \'crm\' '
                  'AND "aoai.deployment" = \'gpt-4o\'', [START_MS, END_MS])
     assert kql["total"] == expect == len(kql["rows"]) > 0
-    page = client.get("/api/traces", params={**RANGE, "limit": 10, "offset": 10}).json()
-    assert [r["span.id"] for r in page["rows"]] == [r["span.id"] for r in res["rows"][10:20]]
+    paged = client.get("/api/traces", params={**RANGE, "limit": 10, "offset": 10}).json()
+    assert [r["span.id"] for r in paged["rows"]] == [r["span.id"] for r in res["rows"][10:20]]
     # Bad input is refused with a message, never reaches SQL as text.
     bad = client.get("/api/traces", params={**RANGE, "q": "nosuchfield:1"})
     assert bad.status_code == 400 and "nosuchfield" in bad.json()["error"]
@@ -353,7 +353,10 @@ def test_cost_dashboard_shows_the_report(served, store, pricing, page):
     page.wait_for_selector("#cost-report[data-ready='1']", timeout=20_000)
     page.wait_for_selector(".grid[data-dash='cost'][data-ready='1']")
     s = R.summary(store, pricing, START_MS, END_MS)
-    cost = lambda k: float(attr(page, f"[data-cost='{k}'] .stat"))  # noqa: E731
+
+    def cost(k):
+        return float(attr(page, f"[data-cost='{k}'] .stat"))
+
     assert cost("total") == pytest.approx(s["total"]) and cost("ptu_cost") == pytest.approx(s["ptu_cost"]) and s["ptu_cost"] > 0
     assert cost("token_cost") == pytest.approx(s["token_cost"])
     assert page.locator("[data-cost='total'] .stat").inner_text().startswith("$")

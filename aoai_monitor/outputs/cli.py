@@ -6,7 +6,7 @@ import click
 import orjson
 
 from . import templates
-from .elasticsearch import OutputError, explain, make_client
+from .elasticsearch import CLIENT_HINT, OutputError, explain, make_client
 
 INSTALLED, UPDATED, SKIPPED = "installed", "updated", "skipped"
 
@@ -18,12 +18,12 @@ def _owner(meta: dict | None) -> str:
     return str(meta.get("managed_by") or (meta.get("package") or {}).get("name") or "someone else")
 
 
-def _existing_meta(call, key: str, inner: str) -> dict | None:
+def _existing_meta(get, name: str, key: str, inner: str) -> dict | None:
     """The _meta of an existing template (None when it does not exist)."""
     from elasticsearch import NotFoundError
 
     try:
-        found = call().body.get(key) or []
+        found = get(name=name).body.get(key) or []
     except NotFoundError:
         return None
     if not found:
@@ -52,15 +52,14 @@ def setup_cluster(client, settings: dict) -> list[tuple[str, str, str, str]]:
         done.append(("ilm policy", templates.ILM_POLICY, UPDATED if policy else INSTALLED,
                      f"rollover, delete {settings['retention']} after rollover"))
     for name, body in templates.component_templates().items():
-        meta = _existing_meta(lambda: client.cluster.get_component_template(name=name), "component_templates",
-                              "component_template")
+        meta = _existing_meta(client.cluster.get_component_template, name, "component_templates", "component_template")
         if meta is not None and _owner(meta) != templates.MANAGED_BY:
             done.append(("component template", name, SKIPPED, f"exists, managed by {_owner(meta)}"))
             continue
         client.cluster.put_component_template(name=name, body=body)
         done.append(("component template", name, UPDATED if meta is not None else INSTALLED, ""))
     for name, body in templates.index_templates().items():
-        meta = _existing_meta(lambda: client.indices.get_index_template(name=name), "index_templates", "index_template")
+        meta = _existing_meta(client.indices.get_index_template, name, "index_templates", "index_template")
         if meta is not None and _owner(meta) != templates.MANAGED_BY:
             done.append(("index template", name, SKIPPED, f"exists, managed by {_owner(meta)} (its mappings apply)"))
             continue
@@ -90,6 +89,16 @@ def _output(config_path: str | None, name: str | None) -> dict:
     return outputs[0]
 
 
+def _client_errors() -> tuple:
+    from ..cli import fail
+
+    try:
+        from elasticsearch import ApiError, NotFoundError, TransportError
+    except ImportError:
+        fail(f"`aoai-monitor elastic` needs the Elasticsearch client: {CLIENT_HINT}")
+    return ApiError, NotFoundError, TransportError
+
+
 CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                       envvar="AOAI_MONITOR_CONFIG", help="The `run` config with [[outputs.elasticsearch]].")
 OUTPUT = click.option("--output", "output_name", default=None, help="Which [[outputs.elasticsearch]] (by name).")
@@ -115,6 +124,7 @@ def setup_command(config_path: str | None, output_name: str | None, dry_run: boo
                                  "index_templates": templates.index_templates()}, option=orjson.OPT_INDENT_2).decode())
         return
     settings = _output(config_path, output_name)
+    ApiError, _, TransportError = _client_errors()
     try:
         client = make_client(settings)
         try:
@@ -123,7 +133,7 @@ def setup_command(config_path: str | None, output_name: str | None, dry_run: boo
             client.close()
     except OutputError as exc:
         fail(str(exc))
-    except Exception as exc:  # the client's errors: say which setting to fix
+    except (ApiError, TransportError) as exc:  # the client's errors: say which setting to fix
         fail(explain(exc, settings))
     for kind, name, action, why in rows:
         click.echo(f"{action:9}  {kind:18}  {name}" + (f"  ({why})" if why else ""))
@@ -134,11 +144,10 @@ def setup_command(config_path: str | None, output_name: str | None, dry_run: boo
 @OUTPUT
 def check_command(config_path: str | None, output_name: str | None) -> None:
     """Connect, show the cluster version and who manages each data stream's template."""
-    from elasticsearch import NotFoundError
-
     from ..cli import fail
 
     settings = _output(config_path, output_name)
+    ApiError, NotFoundError, TransportError = _client_errors()
     problems = 0
     try:
         client = make_client(settings)
@@ -146,7 +155,7 @@ def check_command(config_path: str | None, output_name: str | None) -> None:
             info = client.info().body
             click.echo(f"cluster {info.get('cluster_name')}: Elasticsearch {info.get('version', {}).get('number')}")
             for s in templates.STREAMS:
-                meta = _existing_meta(lambda: client.indices.get_index_template(name=s.template), "index_templates",
+                meta = _existing_meta(client.indices.get_index_template, s.template, "index_templates",
                                       "index_template")
                 stream = s.name(settings["namespace"])
                 try:
@@ -163,7 +172,7 @@ def check_command(config_path: str | None, output_name: str | None) -> None:
             client.close()
     except OutputError as exc:
         fail(str(exc))
-    except Exception as exc:
+    except (ApiError, TransportError) as exc:
         fail(explain(exc, settings))
     if problems:
         fail(f"{problems} template(s) missing: run `aoai-monitor elastic setup --config …`")

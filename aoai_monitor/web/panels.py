@@ -194,8 +194,12 @@ OVERVIEW = Dashboard("overview", "Overview", "Request rate, errors, throttling, 
                                                "\"aoai.operation\" IN ('ChatCompletions_Create', 'Completions_Create') AND dur_n > 0", 10,
                                                additive=False, weight="sum(dur_n)"),
           unit="ms", chart="line", width=2),
-    Panel("cost_total", "Cost", "Estimated cost of the requests in the range.", "stat", "logs",
-          _stat("logs", 'sum("aoai.cost.total")'), unit="currency", requires=("aoai.cost.total",)),
+    Panel("cost_total", "Cost", "Estimated cost of the requests in the range (a request logged by APIM and by the "
+          "service is counted once).", "stat", "logs",
+          # One value per request: rows sharing a correlation id (GatewayLogs + GatewayLlmLogs of one call) count once.
+          'SELECT sum(c) FROM (SELECT max("aoai.cost.total") AS c FROM logs WHERE {where} AND "aoai.cost.total" IS NOT NULL '
+          'GROUP BY coalesce("azure.open_ai.correlation_id", CAST(id AS VARCHAR)))',
+          unit="currency", requires=("aoai.cost.total",)),
 ))
 
 PTU = Dashboard("ptu", "PTU deployments", "Provisioned throughput: responsiveness, active tokens, utilization and prompt-cache hits (PTU metrics).", (

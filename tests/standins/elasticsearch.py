@@ -4,7 +4,8 @@
 409 version_conflict_engine_exception when the _id exists in that data stream), `_index_template`,
 `_component_template`, `_ilm/policy`, `_data_stream`. Faults are programmable: `bulk_statuses` (whole
 requests answered 429/5xx, in order), `item_failures` (per-_id item status + error, `times` answers),
-`require_api_key`. Everything received is kept for assertions. It does not check mappings.
+`require_api_key`; a `version` older than the client's major refuses its compatible-with header as
+Elasticsearch does. Everything received is kept for assertions. It does not check mappings.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ElasticsearchStandin:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "ElasticsearchStandin":
+    def start(self) -> ElasticsearchStandin:
         self._thread.start()
         return self
 
@@ -61,6 +62,16 @@ class ElasticsearchStandin:
     def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, object]:
         with self.lock:
             self.requests.append((method, path))
+        accept = headers.get("Accept") or ""
+        major = int(self.version.split(".")[0])  # REST compatibility: this major and the previous one
+        if "compatible-with=" in accept and not any(f"compatible-with={m}" in accept for m in (major, major - 1)):
+            return 400, {"error": {"root_cause": [{"type": "media_type_header_exception",
+                                                   "reason": "Invalid media-type value on headers [Accept, Content-Type]"}],
+                                   "type": "media_type_header_exception",
+                                   "reason": "Invalid media-type value on headers [Accept, Content-Type]",
+                                   "caused_by": {"type": "status_exception", "reason": "A compatible version is required "
+                                                 f"on both Content-Type and Accept headers. Accept={accept}"}},
+                         "status": 400}
         if self.down:
             return 503, _error(503, "cluster unavailable (stand-in is down)")
         if self.require_api_key:

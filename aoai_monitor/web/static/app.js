@@ -352,7 +352,7 @@ async function renderDashboard(id, seq, quiet) {
     }
     view.replaceChildren(el("p", { class: "dash-desc", text: dash.description }), links, grid);
   }
-  if (id === "cost") renderCostReport(view, grid, seq);
+  const costReport = id === "cost" ? renderCostReport(view, grid, seq) : null;  // runs beside the panels
   let data;
   try { data = await api("/api/dashboard/" + encodeURIComponent(id) + "?" + apiQuery()); }
   catch (e) { if (seq === renderSeq) grid.replaceChildren(el("p", { class: "error", text: e.message })); return; }
@@ -372,6 +372,8 @@ async function renderDashboard(id, seq, quiet) {
       timeChart(body, d, { start: data.start, end: data.end, unit: p.unit, chart: p.chart, onZoom: zoomTo });
     }
   }
+  if (costReport) await costReport;
+  if (seq !== renderSeq) return;
   grid.dataset.ready = "1";
 }
 
