@@ -149,6 +149,8 @@ _LOGS = [
       for k, t in (("filtered", "boolean"), ("severity", "keyword"))],
     Field(_CFR + "jailbreak.filtered", "boolean", "Prompt jailbreak filtered."),
     Field(_CFR + "jailbreak.detected", "boolean", "Prompt jailbreak detected."),
+    Field(_CFR + "profanity.filtered", "boolean", "Prompt profanity filtered."),
+    Field(_CFR + "profanity.detected", "boolean", "Prompt profanity detected."),
     Field(_CFR + "custom_blocklists", "flattened", "Custom blocklist results."),
     # GatewayLlmLogs and AzureOpenAIRequestUsage properties (not in Elastic; same naming style).
     Field(_P + "request_id", "keyword", "Request id (GatewayLlmLogs).", AOAI),

@@ -101,7 +101,7 @@ def resolve(mapping: dict, name: str) -> tuple[str, str]:
 _CFR = "azure.open_ai.properties.backend_response_body.error.innererror.content_filter_result."
 DYNAMIC = {"keyword": {"azure.timegrain", "azure.resource.type", "azure.namespace", "azure.application_id",
                        "azure.dimensions.fingerprint"},
-           "boolean": {_CFR + "profanity.filtered", _CFR + "profanity.detected"}}
+           "boolean": set()}
 REFERENCE_FILES = sorted(REFERENCE.glob("*fields.yml")) if REFERENCE.is_dir() else []
 
 
