@@ -90,8 +90,7 @@ def main() -> None:
         t = time.perf_counter()
         build_store(args.store, args.logs, args.metrics, end_ms)
         print(f"built {args.logs:,} logs + {args.metrics:,} metrics in {time.perf_counter() - t:.1f} s")
-    store = Store(args.store, read_only=True)
-    store.con.execute(f"SET threads={args.threads}")
+    store = Store(args.store, read_only=True, threads=args.threads)
     print(f"store: {store.count('logs'):,} logs, {store.count('metrics'):,} metrics; threads={args.threads}; median of {args.repeat} warm runs")
     for range_name, start in (("7d", end_ms - WEEK_MS), ("24h", end_ms - 86400_000)):
         q = {"start": start, "end": end_ms}

@@ -105,8 +105,11 @@ class PriceBook:
     # --- tokens ------------------------------------------------------------------------------------
 
     def models(self, month: str) -> dict[str, str]:
-        """squashed meter model id → meter model id, for the month."""
-        return {k[0]: meter.key.model for k, meter in self._table(month).items()}
+        """squashed meter model id → meter model id, for the month (built once per month: every batch asks)."""
+        cache = self.__dict__.setdefault("_models_by_month", {})
+        if month not in cache:
+            cache[month] = {k[0]: meter.key.model for k, meter in self._table(month).items()}
+        return cache[month]
 
     def token_rates(self, price_model: str, sku: Sku, region: str | None, month: str,
                     input_tokens: int = 0) -> Rates:
