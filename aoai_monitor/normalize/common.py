@@ -100,12 +100,7 @@ def parse_time_ms(value) -> int | None:
     return seconds * 1000 + millis
 
 
-TICKS_AT_UNIX_EPOCH = 621355968000000000
-
-
-def ticks_to_epoch_ms(ticks: int) -> float:
-    """.NET ticks (100 ns since 0001-01-01) → epoch ms."""
-    return (ticks - TICKS_AT_UNIX_EPOCH) / 10_000
+TICKS_AT_UNIX_EPOCH = 621355968000000000  # .NET ticks (100 ns since 0001-01-01) at 1970-01-01
 
 
 def document_id(record: dict) -> str:

@@ -24,11 +24,13 @@ from .. import schema
 from ..normalize.common import key_id
 
 DEFAULT_PATH = "aoai-monitor.duckdb"
-DATA_TABLES = ("logs", "metrics")
-# Tables with a deterministic `id`, an `extra` JSON column and time-ranged duplicate skipping. New data
-# tables (spans, alerts …) are declared in schema.TABLES with an "@timestamp" field and need nothing here.
+
+
 def _data_tables() -> list[str]:
+    """Tables with a deterministic `id`, an `extra` JSON column, duplicate skipping and retention: every
+    table schema.TABLES declares with an "@timestamp" field (spans, alerts … need nothing here)."""
     return [t for t, fields in schema.TABLES.items() if any(f.name == "@timestamp" for f in fields)]
+
 
 _ARROW_TYPES = {
     "VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(),
