@@ -41,6 +41,12 @@ def url(tmp_path_factory):
         engine = Engine(store, parse_section(section), clock=Clock(now))
         engine.publish()
         engine.evaluate_due(now)
+        # Two scored anomalies for the Overview markers (detection itself is tested in test_anomaly.py).
+        store.commit(anomalies=[
+            {"id": f"00000000-0000-4000-8000-00000000000{i}", "@timestamp": now - ago, "aoai.deployment": "gpt-4o",
+             "anomaly.metric": metric, "anomaly.bucket_ms": 900_000, "anomaly.value": 40.0, "anomaly.expected": 4.0,
+             "anomaly.lower": 0.0, "anomaly.upper": 9.0, "anomaly.score": 8.5, "anomaly.direction": "above"}
+            for i, (metric, ago) in enumerate((("request_rate", 2 * H), ("error_rate", H // 2)))])
     proc = subprocess.Popen([sys.executable, "-m", "aoai_monitor.cli", "serve", "--store", path, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     found = None
@@ -80,4 +86,29 @@ def test_alerts_and_slo_pages_render(url):
         assert "target 99.5 % over 30 days" in slo and "budget remaining" in slo
         assert page.locator("[data-slo] svg.chart path").count() >= 4  # one burn-down line per deployment
         page.screenshot(path=str(SHOTS / "slo.png"), full_page=True)
+        browser.close()
+
+
+def test_overview_charts_mark_the_detected_anomalies(url):
+    """Anomalies the detector stored appear as markers on the Overview chart of their measure."""
+    import json
+    import urllib.request
+
+    base = url.split("#")[0].rstrip("/")
+    now = int(time.time() * 1000)
+    with urllib.request.urlopen(f"{base}/api/anomalies?start={now - 86_400_000}&end={now + 60_000}", timeout=10) as r:
+        rows = json.loads(r.read())["rows"]
+    expected = {m: sum(1 for a in rows if a["measure"] == m) for m in ("request_rate", "error_rate")}
+    assert expected == {"request_rate": 1, "error_rate": 1}
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(base + f"/#/overview?from={now - 86_400_000}&to={now + 60_000}")
+        wait_until(page, "document.querySelector('[data-panel=\"error_rate\"]') && "
+                         "document.querySelector('[data-panel=\"error_rate\"]').dataset.anomalies !== undefined")
+        for panel, measure in (("request_rate", "request_rate"), ("error_rate", "error_rate")):
+            shown = page.locator(f"[data-panel='{panel}']").get_attribute("data-anomalies")
+            assert int(shown) == expected[measure], (panel, shown, expected)
+        assert page.locator(".anomaly-mark").count() >= 1
+        page.screenshot(path=str(SHOTS / "overview-anomalies.png"), full_page=True)
         browser.close()

@@ -207,6 +207,15 @@ function timeChart(container, data, opts) {
   const sel = svg("rect", { y: m.t, height: ih, class: "selection", visibility: "hidden" });
   const overlay = svg("rect", { x: m.l, y: m.t, width: iw, height: ih, class: "overlay" });
   root.append(cursor, sel, overlay);
+  // Anomalies detected by the alerting component, as markers along the top edge (title = what and why),
+  // above the drag overlay so hovering one shows its title.
+  for (const a of opts.marks || []) {
+    if (a.t < start || a.t > end) continue;
+    const mx = x(a.t) + bw / 2;
+    const mark = svg("polygon", { points: `${mx - 5},${m.t} ${mx + 5},${m.t} ${mx},${m.t + 8}`, class: "anomaly-mark" });
+    mark.append(svg("title", {}, a.label));
+    root.append(mark);
+  }
   const toT = (px) => start + ((Math.min(Math.max(px, m.l), m.l + iw) - m.l) / iw) * span;
   const localX = (evt) => evt.clientX - root.getBoundingClientRect().left;
   let dragFrom = null;
@@ -328,6 +337,9 @@ function scheduleRefresh() {
 // --- dashboards --------------------------------------------------------------------------------------
 function zoomTo(t0, t1) { setParams({ from: t0, to: t1 }); }
 
+// Overview panels that show a measure the anomaly detector scores (alerting/anomaly.py MEASURES).
+const ANOMALY_MEASURE_OF_PANEL = { request_rate: "request_rate", token_usage: "tokens", latency: "latency_ms", error_rate: "error_rate" };
+
 async function renderDashboard(id, seq, quiet) {
   const dash = META.dashboards.find((d) => d.id === id);
   if (!dash) { $("view").replaceChildren(el("p", { class: "error", text: "No such dashboard" })); return; }
@@ -353,8 +365,13 @@ async function renderDashboard(id, seq, quiet) {
     view.replaceChildren(el("p", { class: "dash-desc", text: dash.description }), links, grid);
   }
   const costReport = id === "cost" ? renderCostReport(view, grid, seq) : null;  // runs beside the panels
-  let data;
-  try { data = await api("/api/dashboard/" + encodeURIComponent(id) + "?" + apiQuery()); }
+  let data, anomalies = [];
+  try {
+    [data, anomalies] = await Promise.all([
+      api("/api/dashboard/" + encodeURIComponent(id) + "?" + apiQuery()),
+      id === "overview" ? api("/api/anomalies?" + apiQuery()).then((a) => a.rows).catch(() => []) : [],
+    ]);
+  }
   catch (e) { if (seq === renderSeq) grid.replaceChildren(el("p", { class: "error", text: e.message })); return; }
   if (seq !== renderSeq) return;
   grid.dataset.loaded = String(Date.now());
@@ -369,7 +386,11 @@ async function renderDashboard(id, seq, quiet) {
     } else if (p.kind === "donut") {
       donutChart(body, d.rows, p.unit);
     } else {
-      timeChart(body, d, { start: data.start, end: data.end, unit: p.unit, chart: p.chart, onZoom: zoomTo });
+      const measure = ANOMALY_MEASURE_OF_PANEL[p.id];
+      const marks = anomalies.filter((a) => a.measure === measure).map((a) => ({
+        t: a.t, label: `Anomaly: ${a.deployment} ${a.measure} ${fmtNumber(a.value, "")} (expected ${fmtNumber(a.expected, "")}, ${a.direction})` }));
+      section.dataset.anomalies = String(marks.length);
+      timeChart(body, d, { start: data.start, end: data.end, unit: p.unit, chart: p.chart, onZoom: zoomTo, marks });
     }
   }
   if (costReport) await costReport;
