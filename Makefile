@@ -21,7 +21,8 @@ demo: $(STAMP)  ## generate a realistic week of Azure OpenAI traffic into a fres
 
 $(CHROMIUM):
 	@echo "Installing Chromium for the browser tests (Debian package)…"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	-apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || echo "Could not install Chromium (needs root and Debian's packages): the browser tests will be skipped."
 
 test: $(STAMP) $(CHROMIUM)  ## run the whole test suite
 	$(BIN)/python -m pytest -q
