@@ -132,9 +132,8 @@ def _ticks(ms: float) -> int:
     return TICKS_AT_UNIX_EPOCH + int(ms * 10_000)
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam <= 0:
-        return 0
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw (normal approximation above 30); the demo and the alert simulator share it."""
     if lam > 30:
         return max(0, round(rng.gauss(lam, math.sqrt(lam))))
     limit, k, p = math.exp(-lam), 0, rng.random()
@@ -243,7 +242,8 @@ class _Generator:
 
     def minute(self, i: int, dep: Deployment, minute_ms: int) -> None:
         rng, plan = self.rng, self.plan
-        n = _poisson(rng, plan.rate(i, dep, minute_ms))
+        rate = plan.rate(i, dep, minute_ms)
+        n = poisson(rng, rate) if rate > 0 else 0
         if i == PTU:
             self._ptu_minute(minute_ms, n)
         if not n:

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ..demo import poisson
 from ..normalize import metric_document
 
 MINUTE_MS = 60_000
@@ -81,16 +82,6 @@ def load(ms: int) -> float:
     return (0.15 + 0.85 * day) * (0.35 if weekend else 1.0)
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam > 30:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
-
-
 def generate(start_ms: int, end_ms: int, incidents: tuple[Incident, ...] = (), seed: int = 1, scale: float = 1.0,
              deployments: tuple[SimDeployment, ...] = DEPLOYMENTS) -> tuple[list[dict], list[dict]]:
     """(log documents, metric documents) for [start, end) at whole minutes."""
@@ -106,7 +97,7 @@ def generate(start_ms: int, end_ms: int, incidents: tuple[Incident, ...] = (), s
             capacity = dep.peak_rpm * scale / 0.4  # normal peaks use 40 % of the PTUs
             if "throttle" in active:
                 rate = capacity * active["throttle"].factor
-            n = _poisson(rng, rate)
+            n = poisson(rng, rate)
             served = min(n, int(capacity)) if dep.ptu or "throttle" in active else n
             durations = []
             for k in range(n):
