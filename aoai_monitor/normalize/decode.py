@@ -91,7 +91,7 @@ def decode_line(line: bytes) -> Iterator[Decoded | Reject]:
 def _expand(value, raw: bytes, repairs: list[str]) -> Iterator[Decoded | Reject]:
     if isinstance(value, dict):
         records = value.get("records")
-        if isinstance(records, list) and (len(value) == 1 or "records" in value):
+        if isinstance(records, list):
             for rec in records:
                 if isinstance(rec, dict):
                     yield Decoded(rec, orjson.dumps(rec).decode(), list(repairs))
