@@ -14,6 +14,7 @@ import threading
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import columns
 from .catalogue import STATE_PREFIX, Catalogue, Deployment, from_arm, learn, learn_from_store
 from .engine import COST_FIELDS, INPUT_FIELDS, TOKEN_SOURCES, price_documents
 from .prices import PriceBook, Unpriced
@@ -66,6 +67,7 @@ class IngestPricer:
         self._pricing = pricing
         self._catalogue: Catalogue | None = None
         self._looked_up: set[str] = set()
+        self._resolved: dict = {}  # columns.price's resolutions; valid while the catalogue does not change
         self._lock = threading.Lock()
 
     def __call__(self, name: str, table: pa.Table) -> tuple[pa.Table, dict]:
@@ -78,23 +80,46 @@ class IngestPricer:
                     self._pricing = load_pricing()
                 if self._catalogue is None:
                     self._catalogue = self._pricing.catalogue(self.store)
+                    self._resolved.clear()
                 if name == "metrics":
-                    docs = _rows(table, _METRIC_FIELDS, "azure.dimensions.model_deployment_name")
-                    changed = [e for e in learn((), docs) if self._catalogue.add(e)]
+                    learned = _columns(columns.learn_metrics, table, _METRIC_FIELDS, "azure.dimensions.model_deployment_name")
+                    if learned is None:
+                        learned = learn((), _rows(table, _METRIC_FIELDS, "azure.dimensions.model_deployment_name"))
+                    changed = [e for e in learned if self._catalogue.add(e)]
+                    if changed:
+                        self._resolved.clear()
                     return table, self._catalogue.to_state(changed)
-                learned = learn(_rows(table, _LEARN_FIELDS, _P + "model_name"))
+                # Per distinct key, not per row (columns.py): the same results as the per-document path
+                # (`_rows` dicts through price_documents), which stays for batches the column path cannot take.
+                learned = _columns(columns.learn_logs, table, _LEARN_FIELDS, _P + "model_name")
+                if learned is None:
+                    learned = learn(_rows(table, _LEARN_FIELDS, _P + "model_name"))
                 mask = pc.or_(pc.is_valid(table.column("aoai.tokens.input")), pc.is_valid(table.column("aoai.tokens.output")))
-                docs = _rows(table, INPUT_FIELDS, mask=mask)
+                sub = _columns(columns.inputs, table, mask, INPUT_FIELDS)
+                if sub is None:
+                    docs = _rows(table, INPUT_FIELDS, mask=mask)
+                    names, count = {d.get("aoai.deployment") for d in docs}, len(docs)
+                else:
+                    docs, names, count = None, columns.deployments(sub), sub.num_rows
                 # RequestResponse rows may take the SQL fast path and never pass here: look the deployments
                 # this batch names up in the stored logs (once per deployment and process). store.con is the
                 # open transaction's connection (the caller holds the store lock), so it sees this chunk's rows.
-                unseen = sorted({d.get("aoai.deployment") for d in docs} - self._looked_up - {None})
+                unseen = sorted(names - self._looked_up - {None})
                 self._looked_up.update(unseen)
                 learned += learn_from_store(self.store.con, unseen) if unseen else []
                 changed = [e for e in learned if self._catalogue.add(e)]
-                if not docs:
+                if changed:
+                    self._resolved.clear()
+                if not count:
                     return table, self._catalogue.to_state(changed)
-                price_documents(docs, self._catalogue, self._pricing.prices, self._pricing.default_sku)
+                prices, default_sku = self._pricing.prices, self._pricing.default_sku
+                if sub is not None:
+                    priced = _columns(columns.price, table, mask, sub, self._catalogue, prices, default_sku,
+                                      self._resolved)
+                    if priced is not None:
+                        return priced, self._catalogue.to_state(changed)
+                    docs = _rows(table, INPUT_FIELDS, mask=mask)
+                price_documents(docs, self._catalogue, prices, default_sku)
                 return _with_costs(table, mask, docs), self._catalogue.to_state(changed)
         except Exception:  # cost must never stop ingestion; `aoai-monitor cost` counts what was left unpriced
             log.exception("pricing failed for a batch; its documents are stored without cost "
@@ -106,6 +131,7 @@ class IngestPricer:
         with self._lock:
             self._catalogue = None
             self._looked_up.clear()
+            self._resolved.clear()
 
 
 _P = "azure.open_ai.properties."
@@ -113,6 +139,15 @@ _LEARN_FIELDS = ("aoai.deployment", _P + "model_name", _P + "model_version", "az
                  "azure.resource.name", "azure.resource.provider")
 _METRIC_FIELDS = ("azure.dimensions.model_deployment_name", "azure.dimensions.model_name",
                   "azure.dimensions.model_version", "azure.dimensions.region", "cloud.region", "azure.resource.name")
+
+
+def _columns(fn, *args):
+    """A column-path step (columns.py); None (take the per-document path) when it returns None or fails."""
+    try:
+        return fn(*args)
+    except Exception:  # the per-document path then gives the result (or fails the batch the usual way)
+        log.debug("column pricing fell back to per-document pricing", exc_info=True)
+        return None
 
 
 def _rows(table: pa.Table, names, valid: str | None = None, mask=None) -> list[dict]:

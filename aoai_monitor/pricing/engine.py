@@ -34,6 +34,7 @@ _LEGACY_METERS = {
 # The version Azure deploys when a deployment names none, for models whose meters differ by version.
 _DEFAULT_VERSIONS = {"gpt-35-turbo": "0125"}
 _DATED = re.compile(r"^(?P<name>.+?)-(?P<date>\d{4}-\d{2}-\d{2})$")
+LONG_CONTEXT_TOKENS = 272_000  # prompts above this are billed on long-context meters (when the model has them)
 
 COST_FIELDS = ("aoai.cost.input", "aoai.cost.cached_input", "aoai.cost.output", "aoai.cost.total", "aoai.cost.payg",
                "aoai.cost.currency", "aoai.cost.sku", "aoai.cost.region", "aoai.cost.price_model",
@@ -200,7 +201,7 @@ def _priority(doc: dict) -> bool:
 
 
 def _long(doc: dict) -> bool:
-    return _int(doc.get("aoai.tokens.input")) > 272_000
+    return _int(doc.get("aoai.tokens.input")) > LONG_CONTEXT_TOKENS
 
 
 def _int(v) -> int:
