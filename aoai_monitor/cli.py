@@ -12,7 +12,7 @@ import orjson
 from . import __version__, schema
 from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 
-INGEST_MEMORY_LIMIT = "256MB"
+INGEST_MEMORY_LIMIT = "128MB"
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
     help="DuckDB store file (env AOAI_MONITOR_STORE).")

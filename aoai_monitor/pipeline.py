@@ -17,13 +17,13 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from .normalize import Normalized, decode_line, decode_payload, normalize_decoded
 from .normalize.decode import Decoded, Reject
-from .normalize.fastpath import extract
+from .normalize.fastpath import extract, extract_parsed
 from .store import CommitResult, Store
 from .store.duckdb_store import docs_to_arrow, rejects_to_arrow
 
@@ -135,7 +135,10 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 
 
 CHUNK_BYTES = 8 << 20
-TX_RECORDS = 50_000
+# Records per bulk-ingest transaction: just over DuckDB's row group (122,880 rows). A transaction that fills
+# a row group writes it straight into the file; smaller ones go through the write-ahead log and are copied
+# again at the next checkpoint, which doubles the cost of storing a record (bench/bench_ingest.py).
+TX_RECORDS = 131_072
 
 
 @dataclass
@@ -150,21 +153,37 @@ class PreparedChunk:
 
 def prepare_lines(lines: list[str], source: str, line_numbers: list[int] | None = None,
                   ingested_ms: int | None = None) -> PreparedChunk:
-    """Raw record lines (NDJSON lines, Event Hub records) → Arrow tables. Pure CPU; no store access.
+    """Raw record lines (NDJSON lines, blob lines) → Arrow tables. Pure CPU; no store access.
 
     The fast path takes the common well-formed records; the rest (other categories, envelopes,
     anything needing repair) go through the Python normalizer.
     """
-    ingested_ms = ingested_ms or int(time.time() * 1000)
     fast, leftovers = extract(lines)
+    return _prepared(fast, leftovers, lambda i: decode_line(lines[i].encode("utf-8", "surrogatepass")),
+                     len(lines), source, line_numbers, ingested_ms)
+
+
+def prepare_records(records: list[dict], source: str, positions: list[int] | None = None,
+                    ingested_ms: int | None = None) -> PreparedChunk:
+    """prepare_lines for records already parsed (the `records` of Event Hub envelopes): no second parse."""
+    fast, leftovers = extract_parsed(records)
+    return _prepared(fast, leftovers, lambda i: (Decoded(records[i], orjson.dumps(records[i]).decode()),),
+                     len(records), source, positions, ingested_ms)
+
+
+def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], count: int, source: str,
+              positions: list[int] | None, ingested_ms: int | None) -> PreparedChunk:
+    """The fast path's columns plus the Python normalizer's documents for the leftovers; dead letters name
+    their position (`<source>:<line or offset>`)."""
+    ingested_ms = ingested_ms or int(time.time() * 1000)
     batch = Normalized()
     for i in leftovers:
         before = len(batch.rejects)
-        normalize_decoded(decode_line(lines[i].encode("utf-8", "surrogatepass")), source, batch)
-        if line_numbers and len(batch.rejects) != before:
-            batch.rejects[before:] = [(f"{source}:{line_numbers[i]}", reason, raw)
+        normalize_decoded(decoded(i), source, batch)
+        if positions and len(batch.rejects) != before:
+            batch.rejects[before:] = [(f"{source}:{positions[i]}", reason, raw)
                                       for _, reason, raw in batch.rejects[before:]]
-    prepared = PreparedChunk(source, fast, records=len(lines) - len(leftovers) + batch.records)
+    prepared = PreparedChunk(source, fast, records=count - len(leftovers) + batch.records)
     for name, docs in (("logs", batch.logs), ("metrics", batch.metrics)):
         if docs:
             prepared.tables[name] = docs_to_arrow(name, docs, ingested_ms)
@@ -190,29 +209,30 @@ def ingest_lines(store: Store, lines: list[str], source: str, line_numbers: list
     return commit_prepared(store, prepared, state), prepared.records
 
 
-def payload_lines(payload: bytes) -> list[str]:
-    """An Event Hub message body → one JSON text per record (envelopes expanded), for ingest_lines.
-
-    Anything that is not a clean envelope is passed on whole; the tolerant decoder handles it.
-    """
+def payload_records(payload: bytes) -> list[dict] | None:
+    """An Event Hub message body's records when it is a clean envelope (`{"records": [...]}` or an array of
+    records), for prepare_records; None for anything else, which the tolerant decoder handles whole."""
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return [payload.decode("utf-8", "replace")]
+        return None
     if isinstance(value, dict) and isinstance(value.get("records"), list):
         records = value["records"]
     elif isinstance(value, list):
         records = value
     else:
-        return [payload.decode("utf-8", "replace")]
+        return None
     if not all(isinstance(r, dict) and not isinstance(r.get("records"), list) for r in records):
-        return [payload.decode("utf-8", "replace")]
-    return [orjson.dumps(r).decode() for r in records]
+        return None
+    return records
 
 
-def _line_chunks(stream, on_bytes) -> Iterator[tuple[list[str], list[int]]]:
-    """Bounded chunks of non-empty lines with their 1-based line numbers (memory stays flat)."""
-    line_no = 0
+def _blocks(stream, on_bytes) -> Iterator[tuple[bytes, int]]:
+    """Bounded blocks of whole lines with the 1-based number of their first line (memory stays flat).
+
+    Only bytes cross to the worker processes: decoding and splitting happen there, off the writer's core.
+    """
+    line_no = 1
     rest = b""
     while True:
         data = stream.read(CHUNK_BYTES)
@@ -221,24 +241,33 @@ def _line_chunks(stream, on_bytes) -> Iterator[tuple[list[str], list[int]]]:
         if on_bytes and data:
             on_bytes(len(data))
         data = rest + data
-        if data and stream and len(data) and not data.endswith(b"\n") and _more(stream):
+        if data and not data.endswith(b"\n") and _more(stream):
             cut = data.rfind(b"\n") + 1
             data, rest = data[:cut], data[cut:]
         else:
             rest = b""
-        lines, numbers = [], []
-        for raw in data.decode("utf-8", "replace").split("\n"):
-            line_no += 1
-            line = raw.strip()
-            if line:
-                lines.append(line)
-                numbers.append(line_no)
-        if data.endswith(b"\n"):
-            line_no -= 1  # the split after a final newline yields one empty piece that is not a line
-        if lines:
-            yield lines, numbers
+        if data:
+            yield data, line_no
+            line_no += data.count(b"\n")
         if not rest and not _more(stream):
             return
+
+
+def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
+    """A block's non-empty lines (stripped) and their line numbers."""
+    lines, numbers = [], []
+    for number, raw in enumerate(data.decode("utf-8", "replace").split("\n"), first_line):
+        line = raw.strip()
+        if line:
+            lines.append(line)
+            numbers.append(number)
+    return lines, numbers
+
+
+def prepare_block(data: bytes, first_line: int, source: str) -> PreparedChunk:
+    """prepare_lines for a block of NDJSON bytes (runs in the worker processes)."""
+    lines, numbers = block_lines(data, first_line)
+    return prepare_lines(lines, source, numbers)
 
 
 def _more(stream) -> bool:
@@ -258,13 +287,12 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
             source = f"file:{path}"
             with _open(path) as stream:
                 if _looks_like_ndjson(stream):
-                    chunks = _line_chunks(stream, on_bytes)
+                    blocks = _blocks(stream, on_bytes)
                     if workers > 1 and pool is None and path.stat().st_size > CHUNK_BYTES:
                         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-                    # Bulk files commit ~TX_RECORDS at a time: fewer, larger transactions write row groups
-                    # straight to the file instead of through the WAL (about half the cost per record).
-                    # Each chunk is inserted as soon as it is ready, so memory holds one chunk, not a group.
-                    _ingest_chunks(store, _prepared_in_order(chunks, source, pool, workers), summary, on_batch)
+                    # Bulk files commit ~TX_RECORDS at a time. Each block is inserted as soon as it is
+                    # ready, so memory holds a few blocks, not a transaction's worth.
+                    _ingest_chunks(store, _prepared_in_order(blocks, source, pool, workers), summary, on_batch)
                     continue
             for batch in read_batches(path, on_bytes=on_bytes):
                 summary.records += batch.records
@@ -316,15 +344,15 @@ def _insert_chunk(tx, chunk: PreparedChunk) -> None:
     tx.insert_rejects_arrow(chunk.rejects)
 
 
-def _prepared_in_order(chunks, source: str, pool, workers: int) -> Iterator[PreparedChunk]:
-    """Prepared chunks in input order, at most workers + 1 in flight (bounded memory)."""
+def _prepared_in_order(blocks, source: str, pool, workers: int) -> Iterator[PreparedChunk]:
+    """Prepared blocks in input order, at most workers + 1 in flight (bounded memory)."""
     if pool is None:
-        for lines, numbers in chunks:
-            yield prepare_lines(lines, source, numbers)
+        for data, first_line in blocks:
+            yield prepare_block(data, first_line, source)
         return
     pending: deque = deque()
-    for lines, numbers in chunks:
-        pending.append(pool.submit(prepare_lines, lines, source, numbers))
+    for data, first_line in blocks:
+        pending.append(pool.submit(prepare_block, data, first_line, source))
         if len(pending) > workers:
             yield pending.popleft().result()
     while pending:

@@ -93,11 +93,12 @@ def test_fast_path_is_idempotent(tmp_path: Path):
     assert second.stored.get("logs", 0) == 0
     assert second.duplicates["logs"] == first.stored["logs"]
     # the same records arriving as Event Hub envelopes are the same documents
-    from aoai_monitor.pipeline import payload_lines
+    from aoai_monitor.pipeline import commit_prepared, payload_records, prepare_records
 
     envelope = orjson.dumps({"records": [orjson.loads(ln) for ln in lines[:500]]})
-    third, n = ingest_lines(store, payload_lines(envelope), "eventhub")
-    assert n == 500 and third.stored.get("logs", 0) == 0
+    prepared = prepare_records(payload_records(envelope), "eventhub")
+    third = commit_prepared(store, prepared)
+    assert prepared.records == 500 and third.stored.get("logs", 0) == 0
 
 
 def test_duplicates_inside_one_chunk_are_stored_once(tmp_path: Path):
@@ -105,3 +106,23 @@ def test_duplicates_inside_one_chunk_are_stored_once(tmp_path: Path):
     store = Store(tmp_path / "s.duckdb")
     result, _ = ingest_lines(store, lines + lines, "src")
     assert result.stored["logs"] == len(set(lines))
+
+
+def test_parsed_records_store_the_same_rows_as_their_lines(tmp_path: Path):
+    """Event Hub envelopes skip the per-line parse (prepare_records); the stored documents must not differ,
+    down to event.original."""
+    from aoai_monitor.pipeline import commit_prepared, payload_records, prepare_records
+
+    lines = _lines()
+    from_lines = Store(tmp_path / "lines.duckdb")
+    ingest_lines(from_lines, lines, "src")
+    from_records = Store(tmp_path / "records.duckdb")
+    parsed = [orjson.loads(ln) for ln in lines]
+    commit_prepared(from_records, prepare_records(payload_records(orjson.dumps({"records": parsed})), "src"))
+    cols, a = _rows(from_lines)
+    _, b = _rows(from_records)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        diffs = {c: (f, s) for c, f, s in zip(cols, x, y) if f != s and c != "event.original"}
+        assert not diffs, diffs
+        assert orjson.loads(x[cols.index("event.original")]) == orjson.loads(y[cols.index("event.original")])

@@ -54,8 +54,6 @@ _PROPS = {
 }
 _TOP_KEYS = frozenset(_TOP) | {"properties"}
 _PROP_KEYS = frozenset(_PROPS)
-_NUMERIC = {"durationMs", "requestTime", "requestLength", "responseTime", "responseLength"}
-_NUM_TYPES = (int, float)
 # Standard time: 3–7 fractional digits and Z (what Azure writes); its millisecond prefix is 23 characters.
 _STANDARD_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3,7}Z\Z").match
 _RID_RE = (r"^/subscriptions/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/resourcegroups/([^/]+)"
@@ -79,21 +77,27 @@ def key_part(value) -> str:
     return orjson.dumps(value).decode()
 
 
+_TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
+_PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
+_NUMBER = (int, float, type(None))
+
+
 def extract(lines: list[str]) -> tuple[pa.Table | None, list[int]]:
     """Parse lines and copy fast-path records into columns; return (columns, indexes left for records.py)."""
-    top_names = list(_TOP)
-    prop_names = list(_PROPS)
-    top_cols = {k: [] for k in top_names}
-    prop_cols = {k: [] for k in prop_names}
-    duration_text, rows, leftovers = [], [], []
-    loads = orjson.loads
-    for i, line in enumerate(lines):
-        try:
-            r = loads(line)
-        except orjson.JSONDecodeError:
-            leftovers.append(i)
-            continue
-        if r.__class__ is not dict or r.get("category") not in FAST_CATEGORIES or not r.keys() <= _TOP_KEYS:
+    return extract_parsed([_loads_or_none(line) for line in lines], lines)
+
+
+def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Table | None, list[int]]:
+    """extract() for records already parsed (an Event Hub envelope's list); None stands for unparsable.
+
+    `texts` are the records' JSON texts (event.original); without them the admitted records are serialized.
+    Python only checks each record's shape; Arrow converts the kept dicts to columns in C++.
+    """
+    tops, props, rows, leftovers = [], [], [], []
+    loads, fast, top_keys, prop_keys = orjson.loads, FAST_CATEGORIES, _TOP_KEYS, _PROP_KEYS
+    number, standard_time, valid_rid = _NUMBER, _STANDARD_TIME, _valid_rid
+    for i, r in enumerate(records):
+        if r.__class__ is not dict or r.get("category") not in fast or not r.keys() <= top_keys:
             leftovers.append(i)
             continue
         p = r.get("properties")
@@ -103,41 +107,49 @@ def extract(lines: list[str]) -> tuple[pa.Table | None, list[int]]:
             except orjson.JSONDecodeError:
                 leftovers.append(i)
                 continue
-        if p.__class__ is not dict or not p.keys() <= _PROP_KEYS or not _numbers_ok(r, p) or not _standard(r):
+        if p.__class__ is not dict or not p.keys() <= prop_keys:
+            leftovers.append(i)
+            continue
+        # Numbers must be JSON numbers (not strings or booleans), and a fractional duration keeps its exact
+        # text in the id: records.py takes both.
+        d, g = r.get("durationMs"), p.get
+        if (d.__class__ not in number or g("requestTime").__class__ not in number
+                or g("responseTime").__class__ not in number or g("requestLength").__class__ not in number
+                or g("responseLength").__class__ not in number
+                or (d.__class__ is float and not (d.is_integer() and abs(d) < 1e15))):
+            leftovers.append(i)
+            continue
+        t, rid = r.get("time"), r.get("resourceId")
+        if t.__class__ is not str or standard_time(t) is None or rid.__class__ is not str or not valid_rid(rid):
             leftovers.append(i)
             continue
         rows.append(i)
-        get = r.get
-        for k in top_names:
-            top_cols[k].append(get(k))
-        pget = p.get
-        for k in prop_names:
-            prop_cols[k].append(pget(k))
-        duration_text.append(key_part(get("durationMs")))
+        tops.append(r)
+        props.append(p)
     if not rows:
         return None, leftovers
-    arrays, names = [pa.array(rows, pa.int64()), pa.array([lines[i] for i in rows], pa.string())], ["n", "line"]
     try:
-        for k in top_names:
-            arrays.append(pa.array(top_cols[k], _TOP[k][1]))
-            names.append("t_" + k)
-        for k in prop_names:
-            arrays.append(pa.array(prop_cols[k], _PROPS[k][1]))
-            names.append("p_" + k)
+        top, prop = pa.array(tops, _TOP_TYPE), pa.array(props, _PROP_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         # A value of an unexpected JSON type somewhere in the chunk: let records.py handle the whole chunk
         # (rare, and it keeps the per-record loop above free of type checks).
-        return None, list(range(len(lines)))
-    arrays.append(pa.array(duration_text, pa.string()))
-    names.append("duration_text")
+        return None, list(range(len(records)))
+    if texts is None:
+        dumps = orjson.dumps
+        original = pa.array([dumps(r) for r in tops], pa.binary()).cast(pa.string())
+    else:
+        original = pa.array([texts[i] for i in rows], pa.string())
+    arrays = [pa.array(rows, pa.int64()), original]
+    arrays += top.flatten() + prop.flatten()
+    names = ["n", "line"] + ["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS]
     return pa.Table.from_arrays(arrays, names=names), leftovers
 
 
-def _standard(r: dict) -> bool:
-    """A time and resource id the SQL rules read without help (others take records.py's tolerant path)."""
-    t, rid = r.get("time"), r.get("resourceId")
-    return (t.__class__ is str and _STANDARD_TIME(t) is not None and rid.__class__ is str
-            and _valid_rid(rid))
+def _loads_or_none(line: str):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
 
 
 @lru_cache(maxsize=8192)
@@ -151,45 +163,32 @@ def time_range_ms(columns: pa.Table) -> tuple[int, int]:
     return parse_time_ms(bounds["min"].as_py()), parse_time_ms(bounds["max"].as_py())
 
 
-def _numbers_ok(r: dict, p: dict) -> bool:
-    for source in (r, p):
-        for k in _NUMERIC:
-            v = source.get(k)
-            if v is not None and (v.__class__ not in _NUM_TYPES):
-                return False
-    return True
-
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _select_sql() -> str:
     """SELECT over `_fast_in` (the extract() columns) producing logs rows BY NAME, plus `n`.
 
     Rows whose time or resource id are not standard are left out (they go to records.py).
-    Parameters: $source, $ingested_ms.
+    Parameters: $ingested_ms. `_fast_in` also carries `source` (the input's name for each row).
     """
     cols: dict[str, str] = {}
     for key, (target, typ) in {**_TOP, **_PROPS}.items():
         if target:
             col = ("t_" if key in _TOP else "p_") + key
             cols[target] = f"nullif({col}, '')" if typ == pa.string() else col
-    rid = _lit(_RID_RE)
     cols.update({
         "@timestamp": "CAST(substr(t_time, 1, 23) AS TIMESTAMP)",
         "azure.resource.id": "rid",
-        "azure.subscription_id": f"regexp_extract(rid, {rid}, 1)",
-        "cloud.account.id": f"regexp_extract(rid, {rid}, 1)",
-        "azure.resource.group": f"regexp_extract(rid, {rid}, 2)",
-        "azure.resource.provider": f"regexp_extract(rid, {rid}, 3)",
-        "azure.resource.name": f"regexp_extract(rid, {rid}, 4)",
+        # extract() admitted only ids matching _RID_RE, so its parts are plain '/'-separated positions.
+        "azure.subscription_id": "split_part(rid, '/', 3)",
+        "cloud.account.id": "split_part(rid, '/', 3)",
+        "azure.resource.group": "split_part(rid, '/', 5)",
+        "azure.resource.provider": "split_part(rid, '/', 7) || '/' || split_part(rid, '/', 8)",
+        "azure.resource.name": "split_part(rid, '/', 9)",
         "cloud.provider": "'azure'",
         "data_stream.type": "'logs'",
         "data_stream.dataset": "'azure_openai.logs'",
         "event.original": "line",
         "event.ingested": "epoch_ms($ingested_ms::BIGINT)",
-        "aoai.source": "nullif($source, '')",
+        "aoai.source": "nullif(source, '')",
         "event.duration": "CAST(round(ms * 1000000) AS BIGINT)",
         "aoai.duration_ms": "ms",
         "aoai.repairs": "CASE WHEN recomputed THEN [CASE WHEN t_durationMs IS NULL THEN 'missing_duration' ELSE 'negative_duration' END] END",
@@ -210,7 +209,8 @@ def _select_sql() -> str:
     key = " || chr(31) || ".join(
         [f"coalesce(t_{k}, '')" for k in ("category", "resourceId", "time", "operationName", "correlationId",
                                           "resultSignature")]
-        + ["duration_text", "coalesce(t_AssetIdentity, '')",
+        # key_part of a duration: extract() admits integral values only, which print without a fraction.
+        + ["coalesce(CAST(CAST(t_durationMs AS BIGINT) AS VARCHAR), '')", "coalesce(t_AssetIdentity, '')",
            "coalesce(CAST(p_requestTime AS VARCHAR), '')", "coalesce(CAST(p_responseTime AS VARCHAR), '')",
            "coalesce(p_objectId, '')"])
     h = "key_md5"

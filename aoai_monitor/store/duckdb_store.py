@@ -191,15 +191,19 @@ class Store:
                 raise
 
     def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
-        con = self.con
-        con.register("_batch", table)
-        try:
-            return con.execute(
-                f"INSERT INTO {name} BY NAME "
-                f"SELECT b.* FROM (SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
-                f"{_ANTI_EXISTING.format(table=name)}", {"lo": lo, "hi": hi}).fetchone()[0]
-        finally:
-            con.unregister("_batch")
+        return self._run_over(table, "_batch", _bind(
+            f"INSERT INTO {name} BY NAME "
+            f"SELECT b.* FROM (SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
+            f"{_ANTI_EXISTING.format(table=name)}", lo=lo, hi=hi))
+
+    def _run_over(self, table: pa.Table, name: str, sql: str) -> int:
+        """Run a write statement that reads `table` under `name`; returns its row count.
+
+        Not con.register(): a registered view is a catalog entry, and DuckDB keeps a dropped entry, with the
+        Arrow data it references, until the transaction ends, so a bulk ingest's long transaction would
+        hold every chunk it inserted (~11 MB each) in memory.
+        """
+        return self.con.from_arrow(table).query(name, sql).fetchall()[0][0]
 
     # --- state, reading, retention ----------------------------------------------------------------------
 
@@ -248,6 +252,13 @@ _ANTI_EXISTING = ("ANTI JOIN (SELECT id FROM {table} WHERE \"@timestamp\" BETWEE
                   "ON b.id = e.id")
 
 
+def _bind(sql: str, **values: int) -> str:
+    """Put integer parameters ($name) into SQL as literals (relation queries take no parameters)."""
+    for name, value in values.items():
+        sql = sql.replace(f"${name}", str(int(value)))
+    return sql
+
+
 class Transaction:
     """Writes inside Store.transaction(); `result` tells what was new."""
 
@@ -274,13 +285,10 @@ class Transaction:
     def insert_rejects_arrow(self, dead: pa.Table | None) -> None:
         if dead is None:
             return
-        self.con.register("_dead_batch", dead)
-        try:
-            self.result.dead_lettered += self.con.execute(
-                "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
-                "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)").fetchone()[0]
-        finally:
-            self.con.unregister("_dead_batch")
+        self.result.dead_lettered += self.store._run_over(
+            dead, "_dead_batch",
+            "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
+            "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)")
 
     def insert_arrow(self, name: str, table: pa.Table, lo: int, hi: int) -> None:
         """Insert a table made by docs_to_arrow (e.g. in a worker process)."""
@@ -293,22 +301,23 @@ class Transaction:
                 self.set_state(state)
             self._count(name, table.num_rows, self.store._insert_new(name, table, lo, hi))
 
-    def insert_fast(self, columns: pa.Table, source: str) -> None:
+    def insert_fast(self, columns: pa.Table | None, source: str) -> None:
         """Insert records extracted by normalize.fastpath.extract; DuckDB applies the rules to whole columns."""
+        self.insert_fast_many([(columns, source)])
+
+    def insert_fast_many(self, chunks: list[tuple[pa.Table | None, str]]) -> None:
+        """insert_fast for several (columns, source) chunks in one statement."""
         from ..normalize.fastpath import FAST_SELECT, time_range_ms
 
-        if columns is None or not columns.num_rows:
+        tables = [columns.append_column("source", pa.repeat(pa.scalar(source, pa.string()), columns.num_rows))
+                  for columns, source in chunks if columns is not None and columns.num_rows]
+        if not tables:
             return
+        columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         lo, hi = time_range_ms(columns)
-        con = self.con
-        con.register("_fast_in", columns)
-        try:
-            inserted = con.execute(
-                f"INSERT INTO logs BY NAME SELECT b.* EXCLUDE (n) FROM (SELECT DISTINCT ON (id) * FROM ({FAST_SELECT})) b "
-                + _ANTI_EXISTING.format(table="logs"),
-                {"source": source, "ingested_ms": self.ingested_ms, "lo": lo, "hi": hi}).fetchone()[0]
-        finally:
-            con.unregister("_fast_in")
+        inserted = self.store._run_over(columns, "_fast_in", _bind(
+            f"INSERT INTO logs BY NAME SELECT b.* EXCLUDE (n) FROM (SELECT DISTINCT ON (id) * FROM ({FAST_SELECT})) b "
+            + _ANTI_EXISTING.format(table="logs"), ingested_ms=self.ingested_ms, lo=lo, hi=hi))
         self._count("logs", columns.num_rows, inserted)
 
     def set_state(self, values: dict[str, object]) -> None:
@@ -345,7 +354,9 @@ def docs_to_arrow(table: str, docs: list[dict], ingested_ms: int) -> tuple[pa.Ta
     arrays = [pa.array(ids, pa.string())]
     names = ["id"]
     for f, values in zip(fields, cols):
-        arrays.append(_column(f, table, values))
+        # A log document sets ~60 of ~150 fields: the others are typed null columns, built in C++.
+        empty = values.count(None) == n
+        arrays.append(pa.nulls(n, _ARROW_TYPES[schema.duckdb_type(f, table)]) if empty else _column(f, table, values))
         names.append(f.name)
     arrays.append(pa.array(extras, pa.string()))
     names.append("extra")
