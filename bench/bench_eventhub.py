@@ -3,7 +3,8 @@
     python bench/bench_eventhub.py [--records 100000] [--rate 5000] [--seconds 20]
 
 1. baseline: the same records as an NDJSON file through `pipeline.ingest_files` (what `aoai-monitor ingest` does);
-2. throughput: preloaded messages of ~100 records (as diagnostic settings send them) → committed store rows,
+2. throughput: preloaded messages of 100 records (bench/gen_records.py's mix, as diagnostic settings send them)
+   → committed store rows,
    one `run` service in this process (target ≥ 20 k records/s);
 3. freshness: messages appended live at --rate records/s; each message's enqueued time → the moment its
    rows are visible to a query on the store (target p95 ≤ 2 s at 5 k records/s).
@@ -34,7 +35,8 @@ from aoai_monitor.service import Service  # noqa: E402
 from aoai_monitor.store import Store  # noqa: E402
 from tests.standins.azurite import Azurite  # noqa: E402
 from tests.standins.eventhubs import EventHubStandin  # noqa: E402
-from tests.test_eventhub_input import _RECORD, make_body  # noqa: E402
+from bench.gen_records import RESOURCES, records as generated  # noqa: E402
+from tests.test_eventhub_input import _RECORD  # noqa: E402
 
 import orjson  # noqa: E402
 
@@ -49,26 +51,31 @@ def config(tmp: Path, hub, azurite, store: Path) -> Path:
     return path
 
 
-def baseline(tmp: Path, records: int) -> float:
+def messages(records: int) -> list[bytes]:
+    """The bench mix of bench/gen_records.py (RequestResponse-heavy, Audit, APIM gateway logs, time advancing)
+    in `{"records": [...]}` envelopes of 100, as diagnostic settings send them."""
+    recs = list(generated(records))
+    return [orjson.dumps({"records": recs[i:i + 100]}) for i in range(0, len(recs), 100)]
+
+
+def baseline(tmp: Path, bodies: list[bytes]) -> float:
     src = tmp / "baseline.jsonl"
     with open(src, "wb") as fh:
-        for i in range(records):
-            r = dict(_RECORD)
-            r["correlationId"] = f"base-{i}"
-            fh.write(orjson.dumps(r) + b"\n")
+        for body in bodies:
+            for r in orjson.loads(body)["records"]:
+                fh.write(orjson.dumps(r) + b"\n")
     with Store(tmp / "baseline.duckdb") as store:
         summary = ingest_files(store, [src])
     return summary.records / summary.seconds
 
 
-def throughput(tmp: Path, azurite, records: int) -> float:
+def throughput(tmp: Path, azurite, bodies: list[bytes]) -> float:
     hub = EventHubStandin(eventhub="bench", partitions=4).start()
     try:
-        messages = records // 100
         for p in range(4):
-            hub.append_many(p, [make_body(f"tp{p}-{i}", 100) for i in range(messages // 4)])
+            hub.append_many(p, bodies[p::4])
         service = Service(load(config(tmp, hub, azurite, tmp / "throughput.duckdb")))
-        total = messages // 4 * 4 * 100
+        total = sum(len(orjson.loads(b)["records"]) for b in bodies)
 
         async def go() -> float:
             task = asyncio.create_task(service.run())
@@ -93,6 +100,14 @@ def throughput(tmp: Path, azurite, records: int) -> float:
         hub.stop()
 
 
+def live_body(key: str, records: int) -> bytes:
+    """A message of records stamped now (correlation ids `<key>-<n>` tell which message a row came from)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e7):07d}Z"
+    return orjson.dumps({"records": [{**_RECORD, "correlationId": f"{key}-{j}", "time": stamp,
+                                      "resourceId": RESOURCES[j % len(RESOURCES)]} for j in range(records)]})
+
+
 def freshness(tmp: Path, azurite, rate: int, seconds: float) -> list[float]:
     hub = EventHubStandin(eventhub="fresh", partitions=4).start()
     store_path = tmp / "fresh.duckdb"
@@ -108,7 +123,7 @@ def freshness(tmp: Path, azurite, rate: int, seconds: float) -> list[float]:
             while not stop.is_set() and i < rate * seconds / 100:
                 key = f"fr-{i}"
                 sent[key] = time.time()
-                hub.append(i % 4, make_body(key, 100), enqueued_time=sent[key])
+                hub.append(i % 4, live_body(key, 100), enqueued_time=sent[key])
                 i += 1
                 nxt += interval
                 time.sleep(max(0.0, nxt - time.time()))
@@ -124,6 +139,8 @@ def freshness(tmp: Path, azurite, rate: int, seconds: float) -> list[float]:
             seen: set[str] = set()
             while thread.is_alive() or len(seen) < len(sent):
                 await asyncio.sleep(0.05)
+                if task.done():
+                    task.result()  # the service ended early: say why
                 now = time.time()
                 rows = service.store.cursor().execute(
                     "SELECT DISTINCT split_part(\"azure.open_ai.correlation_id\", '-', 2) FROM logs "
@@ -151,10 +168,11 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, Azurite() as azurite:
         tmp = Path(d)
+        bodies = messages(args.records)
         print(f"baseline: ingest_files on {args.records:,} NDJSON records …", file=sys.stderr)
-        base = baseline(tmp, args.records)
+        base = baseline(tmp, bodies)
         print(f"throughput: {args.records:,} records in 100-record messages over 4 partitions …", file=sys.stderr)
-        rate = throughput(tmp, azurite, args.records)
+        rate = throughput(tmp, azurite, bodies)
         print(f"freshness: {args.rate:,} records/s for {args.seconds:.0f}s …", file=sys.stderr)
         lat = freshness(tmp, azurite, args.rate, args.seconds)
     p50 = lat[len(lat) // 2] if lat else float("nan")

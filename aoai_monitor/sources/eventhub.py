@@ -22,9 +22,9 @@ from azure.eventhub.aio import CheckpointStore, EventHubConsumerClient
 
 from ..config import reveal
 from ..normalize import Normalized, normalize_payload
-from ..pipeline import PreparedChunk, payload_lines, prepare_lines
+from ..pipeline import PreparedChunk, payload_records, prepare_records
 from ..store import Store
-from . import InputStatus, commit_until_stored
+from . import GroupCommitter, InputStatus, PendingBatch
 
 log = logging.getLogger("aoai_monitor.sources.eventhub")
 
@@ -151,6 +151,7 @@ class EventHubInput:
         self._idle = asyncio.Event()
         self._idle.set()
         self.client: EventHubConsumerClient | None = None
+        self.committer = GroupCommitter(store, stopping, self.name)
 
     def _state_key(self, partition: str) -> str:
         return f"eventhub:{self.name}:{partition}"
@@ -204,14 +205,20 @@ class EventHubInput:
                 prefetch=s["prefetch"], starting_position=positions, track_last_enqueued_event_properties=True,
                 on_error=self._on_error, on_partition_initialize=self._on_init, on_partition_close=self._on_close))
             lag = asyncio.create_task(self._poll_lag(client))
+            committer = asyncio.create_task(self.committer.run())
             stop = asyncio.create_task(self.stopping.wait())
-            done, _ = await asyncio.wait({receiver, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receiver, stop, committer}, return_when=asyncio.FIRST_COMPLETED)
             lag.cancel()
-            if receiver in done:
+            if receiver in done or committer in done:
                 stop.cancel()
-                receiver.result()  # surfaces why the consumer ended
+                committer.cancel()
+                receiver.cancel()
+                for task in done:
+                    task.result()  # surfaces why the consumer ended
                 return
-            await self._idle.wait()  # in-flight batches finish: committed and checkpointed
+            await self._idle.wait()           # batches being prepared reach the committer …
+            await self.committer.drain()      # … and are committed and checkpointed
+            committer.cancel()
             await client.close()     # releases ownership so the other instances take over at once
             try:
                 await asyncio.wait_for(receiver, 10)
@@ -273,36 +280,45 @@ class EventHubInput:
                 self._idle.set()
 
     async def _process(self, ctx, events: list, stats, props: dict) -> None:
+        """Prepare the batch and hand it to the group committer; the checkpoint follows its commit."""
         hub = self.settings["eventhub"]
         pid = ctx.partition_id
         last = events[-1]
         prepared, extra = await asyncio.to_thread(prepare_events, events, hub, pid)
-        state = {self._state_key(pid): {"offset": last.offset, "sequence_number": last.sequence_number,
-                                        "enqueued_ms": int(last.enqueued_time.timestamp() * 1000)}}
-        result = await commit_until_stored(self.store, stats, self.stopping, f"{self.name} partition {pid}",
-                                           prepared, extra, state)
-        if result is None:
-            return
-        stats.add(prepared.records + extra.records, result.dead_lettered)
-        stats.last_processed_ms = state[self._state_key(pid)]["enqueued_ms"]
-        stats.last_sequence = last.sequence_number
-        if props.get("sequence_number") is not None:
-            stats.lag_events = max(0, props["sequence_number"] - last.sequence_number)
-        try:
-            await ctx.update_checkpoint(last)
-            stats.checkpoint_ms = int(time.time() * 1000)
-        except Exception as exc:  # stored already; the next batch's checkpoint covers this one
-            stats.error = f"checkpoint failed: {type(exc).__name__}: {str(exc)[:200]}"
-            log.warning("%s partition %s: checkpoint failed (%s); data is stored, the next batch retries it",
-                        self.name, pid, type(exc).__name__)
+        position = {"offset": last.offset, "sequence_number": last.sequence_number,
+                    "enqueued_ms": int(last.enqueued_time.timestamp() * 1000)}
+        records = prepared.records + extra.records
+        # Only dead letters of this batch count for the partition (the group's result covers all partitions).
+        dead = (prepared.rejects.num_rows if prepared.rejects is not None else 0) + len(extra.rejects)
+
+        async def after(result, checkpoint: bool) -> None:
+            if result is None:
+                return  # stopping and the store refused: no checkpoint, the batch is read again after restart
+            stats.add(records, dead)
+            stats.last_processed_ms = position["enqueued_ms"]
+            stats.last_sequence = last.sequence_number
+            if props.get("sequence_number") is not None:
+                stats.lag_events = max(0, props["sequence_number"] - last.sequence_number)
+            if not checkpoint:
+                return  # a later batch of this partition in the same commit checkpoints for both
+            try:
+                await ctx.update_checkpoint(last)
+                stats.checkpoint_ms = int(time.time() * 1000)
+            except Exception as exc:  # stored already; the next batch's checkpoint covers this one
+                stats.error = f"checkpoint failed: {type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("%s partition %s: checkpoint failed (%s); data is stored, the next batch retries it",
+                            self.name, pid, type(exc).__name__)
+
+        await self.committer.submit(PendingBatch(prepared, extra, {self._state_key(pid): position}, records, stats,
+                                                 key=pid, after=after))
 
 
 def prepare_events(events: list, hub: str, partition: str) -> tuple[PreparedChunk, Normalized]:
-    """Event Hub messages → the store's fast-path chunk (clean `{"records": [...]}` envelopes) plus, for
-    anything else, the tolerant normalizer's output. Dead letters name partition and offset
+    """Event Hub messages → the store's fast-path chunk (clean `{"records": [...]}` envelopes, parsed once)
+    plus, for anything else, the tolerant normalizer's output. Dead letters name partition and offset
     (`eventhub:<hub>/<partition>:<offset>`)."""
     source = f"eventhub:{hub}/{partition}"
-    lines: list[str] = []
+    records: list[dict] = []
     offsets: list[int] = []
     extra = Normalized()
     for event in events:
@@ -313,10 +329,10 @@ def prepare_events(events: list, hub: str, partition: str) -> tuple[PreparedChun
             extra.rejects.append((f"{source}:{event.offset}", f"unreadable event body: {type(exc).__name__}: {exc}",
                                   repr(event)[:10000]))
             continue
-        records = payload_lines(body)
-        if len(records) == 1 and records[0] == body.decode("utf-8", "replace"):  # not a clean envelope
+        parsed = payload_records(body)
+        if parsed is None:  # not a clean envelope: the tolerant decoder repairs or dead-letters it
             extra.extend(normalize_payload(body, f"{source}:{event.offset}"))
             continue
-        lines += records
-        offsets += [int(event.offset)] * len(records)
-    return prepare_lines(lines, source, offsets), extra
+        records += parsed
+        offsets += [int(event.offset)] * len(parsed)
+    return prepare_records(records, source, offsets), extra
