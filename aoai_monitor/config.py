@@ -199,7 +199,7 @@ def eventhub_settings(s: dict, where: str) -> dict:
                "client_id", "client_secret", "storage_account", "storage_account_key",
                "storage_account_connection_string", "storage_account_container", "resource_manager_endpoint",
                "cloud", "start_position", "load_balancing_interval", "ownership_expiration", "owner_id",
-               "max_batch_size", "prefetch", "max_wait_time"}
+               "max_batch_size", "prefetch", "max_wait_time", "workers"}
     unknown = set(s) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -228,6 +228,10 @@ def eventhub_settings(s: dict, where: str) -> dict:
     out["max_batch_size"] = int(out.get("max_batch_size", 100))
     out["prefetch"] = int(out.get("prefetch", 300))
     out["max_wait_time"] = _seconds(out.get("max_wait_time", "1s"), where + ".max_wait_time")
+    workers = out.get("workers", max(1, (os.cpu_count() or 1) - 1))
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"{where}.workers: a whole number ≥ 0 (0 = prepare batches in this process)")
+    out["workers"] = workers
     return out
 
 
@@ -297,6 +301,7 @@ start_position = "earliest"           # where no checkpoint exists: earliest | l
 load_balancing_interval = "2s"        # several `run` processes share partitions; a dead one's are taken over
 ownership_expiration = "6s"           #   after this long (the SDK defaults are 30 s and 180 s)
 max_batch_size = 100                  # messages per store commit and checkpoint, per partition
+# workers = 1                         # processes that parse and normalize batches (default: CPUs − 1; 0 = none)
 
 # Diagnostic settings → storage account archive (insights-logs-<category>/…/PT1H.json)
 # [[inputs.blob_archive]]

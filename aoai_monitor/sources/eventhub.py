@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import socket
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
@@ -152,6 +155,8 @@ class EventHubInput:
         self._idle.set()
         self.client: EventHubConsumerClient | None = None
         self.committer = GroupCommitter(store, stopping, self.name)
+        # Parsing and normalizing hold the GIL: in worker processes they run beside the SDK and the store's writes.
+        self._pool: ProcessPoolExecutor | None = None
 
     def _state_key(self, partition: str) -> str:
         return f"eventhub:{self.name}:{partition}"
@@ -198,6 +203,17 @@ class EventHubInput:
             await ensure_container(s)
         checkpoint_store = StableOwnerCheckpointStore(build_checkpoint_store(s), self.owner_id())
         client = self.client = self._client(checkpoint_store)
+        if s["workers"]:
+            self._pool = self._new_pool()
+            await asyncio.get_running_loop().run_in_executor(self._pool, prepare_bodies, [], "", "")  # warm up
+        try:
+            await self._consume(client, checkpoint_store)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _consume(self, client: EventHubConsumerClient, checkpoint_store) -> None:
+        s = self.settings
         async with client, checkpoint_store:
             positions = await self._starting_positions(client)
             receiver = asyncio.create_task(client.receive_batch(
@@ -279,12 +295,29 @@ class EventHubInput:
             if not self._inflight:
                 self._idle.set()
 
+    async def _prepare(self, bodies: list, hub: str, pid: str):
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, prepare_bodies, bodies, hub, pid)
+            except BrokenProcessPool:  # a worker died (e.g. killed): start new ones, and do this batch here
+                log.warning("%s: a worker process ended unexpectedly; starting new ones", self.name)
+                if self._pool is pool:
+                    self._pool = self._new_pool()
+        return await asyncio.to_thread(prepare_bodies, bodies, hub, pid)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: this process already runs the SDK's and DuckDB's threads.
+        return ProcessPoolExecutor(self.settings["workers"], mp_context=multiprocessing.get_context("spawn"))
+
     async def _process(self, ctx, events: list, stats, props: dict) -> None:
         """Prepare the batch and hand it to the group committer; the checkpoint follows its commit."""
         hub = self.settings["eventhub"]
         pid = ctx.partition_id
         last = events[-1]
-        prepared, extra = await asyncio.to_thread(prepare_events, events, hub, pid)
+        bodies, unreadable = event_bodies(events, f"eventhub:{hub}/{pid}")
+        prepared, extra = await self._prepare(bodies, hub, pid)
+        extra.extend(unreadable)
         position = {"offset": last.offset, "sequence_number": last.sequence_number,
                     "enqueued_ms": int(last.enqueued_time.timestamp() * 1000)}
         records = prepared.records + extra.records
@@ -313,26 +346,33 @@ class EventHubInput:
                                                  key=pid, after=after))
 
 
-def prepare_events(events: list, hub: str, partition: str) -> tuple[PreparedChunk, Normalized]:
-    """Event Hub messages → the store's fast-path chunk (clean `{"records": [...]}` envelopes, parsed once)
-    plus, for anything else, the tolerant normalizer's output. Dead letters name partition and offset
-    (`eventhub:<hub>/<partition>:<offset>`)."""
+def event_bodies(events: list, source: str) -> tuple[list[tuple[int, bytes]], Normalized]:
+    """(offset, body bytes) of each message; a body that cannot be read is dead-lettered here."""
+    bodies: list[tuple[int, bytes]] = []
+    unreadable = Normalized()
+    for event in events:
+        try:
+            bodies.append((int(event.offset), _body_bytes(event)))
+        except Exception as exc:
+            unreadable.records += 1
+            unreadable.rejects.append((f"{source}:{event.offset}",
+                                       f"unreadable event body: {type(exc).__name__}: {exc}", repr(event)[:10000]))
+    return bodies, unreadable
+
+
+def prepare_bodies(bodies: list[tuple[int, bytes]], hub: str, partition: str) -> tuple[PreparedChunk, Normalized]:
+    """Message bodies → the store's fast-path chunk (clean `{"records": [...]}` envelopes, parsed once) plus,
+    for anything else, the tolerant normalizer's output. Pure CPU: runs in the input's worker processes.
+    Dead letters name partition and offset (`eventhub:<hub>/<partition>:<offset>`)."""
     source = f"eventhub:{hub}/{partition}"
     records: list[dict] = []
     offsets: list[int] = []
     extra = Normalized()
-    for event in events:
-        try:
-            body = _body_bytes(event)
-        except Exception as exc:
-            extra.records += 1
-            extra.rejects.append((f"{source}:{event.offset}", f"unreadable event body: {type(exc).__name__}: {exc}",
-                                  repr(event)[:10000]))
-            continue
+    for offset, body in bodies:
         parsed = payload_records(body)
         if parsed is None:  # not a clean envelope: the tolerant decoder repairs or dead-letters it
-            extra.extend(normalize_payload(body, f"{source}:{event.offset}"))
+            extra.extend(normalize_payload(body, f"{source}:{offset}"))
             continue
         records += parsed
-        offsets += [int(event.offset)] * len(parsed)
+        offsets += [offset] * len(parsed)
     return prepare_records(records, source, offsets), extra
