@@ -156,3 +156,33 @@ async def test_store_unwritable_holds_checkpoints_and_loses_nothing(tmp_path, ev
     assert await blob_checkpoints(azurite, checkpoint_container, hub) == {str(p): 9 for p in range(4)}
     with Store(tmp_path / "s.duckdb") as store:
         assert store.count("logs") == 400
+
+
+async def test_a_killed_worker_process_loses_no_batch(tmp_path, eventhub_standin, azurite, checkpoint_container):
+    """Batches are prepared in worker processes; one dying mid-run is replaced and every record is stored once."""
+    import os
+    import signal
+
+    hub = eventhub_standin
+    for p in range(4):
+        hub.append_many(p, [make_body(f"w{p}-{i}") for i in range(10)])
+    store_path = tmp_path / "s.duckdb"
+    service = Service(load(write_config(tmp_path / "c.toml", hub, azurite, checkpoint_container, store_path,
+                                        workers=1)))
+    killed = []
+
+    def kill_worker_then_wait(s: Service) -> bool:
+        pool = s.inputs[0]._pool if s.inputs else None
+        if not killed and pool is not None and pool._processes and committed(s) >= 100:
+            for pid in list(pool._processes):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pool)
+            for p in range(4):
+                hub.append_many(p, [make_body(f"x{p}-{i}") for i in range(10)])
+        return bool(killed) and committed(s) >= 800
+
+    await run_until(service, kill_worker_then_wait, timeout=60)
+    assert killed and service.inputs[0]._pool is not killed[0]  # the broken pool was replaced
+    with Store(store_path) as store:
+        assert store.count("logs") == 800
+        assert store.cursor().execute("SELECT count(DISTINCT id) FROM logs").fetchone()[0] == 800
