@@ -54,6 +54,11 @@ class Instance:
         return self.log.read_text()[-3000:]
 
 
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in children.read_text().split()] if children.exists() else []
+
+
 def wait_for(predicate, timeout: float, what: str, instances=()) -> float:
     started = time.monotonic()
     while not predicate():
@@ -134,7 +139,11 @@ def test_instances_share_partitions_and_take_over_from_a_killed_one(tmp_path, ev
         wait_for(split, 40, "three instances splitting 4 partitions", insts)
         victim = max(insts, key=lambda i: len(i.owned()))
         lost = victim.owned()
+        workers = _children(victim.proc.pid)
+        assert workers  # the batch-preparing worker process(es)
         victim.stop(signal.SIGKILL)
+        # …which do not outlive their service, even after kill -9
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 10, "orphaned workers to exit")
         survivors = [i for i in insts if i is not victim]
         for p in range(4):
             hub.append_many(p, [make_body(f"t{p}-{i}") for i in range(5)])

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -308,7 +310,8 @@ class EventHubInput:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: this process already runs the SDK's and DuckDB's threads.
-        return ProcessPoolExecutor(self.settings["workers"], mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(self.settings["workers"], mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     async def _process(self, ctx, events: list, stats, props: dict) -> None:
         """Prepare the batch and hand it to the group committer; the checkpoint follows its commit."""
@@ -344,6 +347,16 @@ class EventHubInput:
 
         await self.committer.submit(PendingBatch(prepared, extra, {self._state_key(pid): position}, records, stats,
                                                  key=pid, after=after))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end when the service is gone, even after `kill -9` (an idle worker would wait forever)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def event_bodies(events: list, source: str) -> tuple[list[tuple[int, bytes]], Normalized]:
