@@ -11,10 +11,12 @@ import hashlib
 import ipaddress
 import re
 from functools import lru_cache
+from operator import itemgetter
 from urllib.parse import parse_qs, urlsplit
 
 from .common import (
     document_id,
+    flatten_fresh,
     flatten_into,
     parse_resource_id,
     parse_time_ms,
@@ -50,12 +52,15 @@ def normalize_record(record: dict, raw: str, source: str = "", repairs: list[str
     ts = _record_time(record)
     if ts is None:
         raise RecordError("record has no valid time (time, TimeGenerated, EnqueueTime …)")
-    category = _first(record, "category", "Category", "type")
+    if "category" in record:
+        category = record["category"]
+    else:
+        category = _first(record, "Category", "type")
     category = category if isinstance(category, str) else ""
     kind = category.lower()
 
     doc: dict = {"@timestamp": ts, "cloud.provider": "azure", "data_stream.type": "logs"}
-    rid = _first(record, "resourceId", "ResourceId", "_ResourceId")
+    rid = record["resourceId"] if "resourceId" in record else _first(record, "ResourceId", "_ResourceId")
     if isinstance(rid, str) and rid:
         doc.update(parse_resource_id(rid))
 
@@ -115,7 +120,12 @@ def _first(record: dict, *keys):
 
 
 def _record_time(record: dict) -> int | None:
-    for key in _TIME_KEYS:
+    value = record.get("time")
+    if value is not None:
+        ms = parse_time_ms(value)
+        if ms is not None:
+            return ms
+    for key in _TIME_KEYS[1:]:
         value = record.get(key)
         if value is not None:
             ms = parse_time_ms(value)
@@ -167,11 +177,16 @@ def _top_level(record: dict, doc: dict) -> None:
         doc["log.level"] = str(level)
 
 
+_REQUEST_TIME = _P + "request_time"
+_RESPONSE_TIME = _P + "response_time"
+
+
 def _duration(record: dict, doc: dict) -> None:
     """durationMs → event.duration (ns). Negative or missing values are recomputed from the ticks (#9987)."""
-    ms = _number(record.get("durationMs"))
-    start, end = _int(doc.get(_P + "request_time")), _int(doc.get(_P + "response_time"))
-    if (ms is None or ms < 0) and start and end and end >= start:
+    ms = record.get("durationMs")
+    ms = float(ms) if type(ms) is int or type(ms) is float else _number(ms)
+    if (ms is None or ms < 0) and (start := _int(doc.get(_REQUEST_TIME))) and (end := _int(doc.get(_RESPONSE_TIME))) \
+            and end >= start:
         ms = (end - start) / 10_000  # ticks are 100 ns
         doc["aoai.repairs"] = doc.get("aoai.repairs", []) + ["negative_duration" if record.get("durationMs") is not None else "missing_duration"]
     if ms is not None:
@@ -206,41 +221,103 @@ _PROP_RENAMES = {"requestSize": "request_length", "responseSize": "response_leng
 _PROP_DROP = {"requestBody", "responseBody", "method", "responseCode", "url", "backendRequestBody", "backendResponseBody"}
 
 
+_KEY_NAMES_MAX = 4096
+_GATEWAY_TOP_NAMES: dict = {}  # record key → document field (only keys snake_case accepted; bounded)
+_GATEWAY_PROP_NAMES: dict = {}  # properties key → document field
+_PLANS_MAX = 256
+_GATEWAY_TOP_PLANS: dict = {}  # tuple of a record's keys → _copy_plan (or None); records of one shape share it
+_GATEWAY_PROP_PLANS: dict = {}  # the same for properties
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
+def _gateway_top_name(key) -> str:
+    name = "azure.open_ai." + snake_case(key)
+    if len(_GATEWAY_TOP_NAMES) < _KEY_NAMES_MAX:
+        _GATEWAY_TOP_NAMES[key] = name
+    return name
+
+
+def _gateway_prop_name(key) -> str:
+    name = _P + (_PROP_RENAMES.get(key) or snake_case(key))
+    if len(_GATEWAY_PROP_NAMES) < _KEY_NAMES_MAX:
+        _GATEWAY_PROP_NAMES[key] = name
+    return name
+
+
+def _copy_plan(keys: tuple, skip, names: dict, name_of, plans: dict):
+    """For a dict with these keys (in this order): (getter of the kept values, their field names), or None
+    when fewer than two keys are kept. Computing the names raises as the loop in _copy_fields would."""
+    kept = [k for k in keys if k not in skip]
+    fields = tuple(names.get(k) or name_of(k) for k in kept)
+    plan = (itemgetter(*kept), fields) if len(kept) >= 2 else None
+    if len(plans) >= _PLANS_MAX:
+        plans.clear()
+    plans[keys] = plan
+    return plan
+
+
+def _copy_fields(src: dict, doc: dict, skip, names: dict, name_of, plans: dict) -> None:
+    """flatten_into(doc, field, value, snake=True) for each key of src not in skip, in order.
+
+    Plain non-empty scalars are copied as they are; when every kept value is one (the usual record), one
+    C-level update does it through a plan cached per key order. Otherwise the loop, with the scalars inline
+    (a plain str is empty exactly when it equals "") and flatten_into for anything else.
+    """
+    if type(src) is dict:
+        keys = tuple(src)
+        plan = plans.get(keys, False)
+        if plan is False:
+            plan = _copy_plan(keys, skip, names, name_of, plans)
+        if plan is not None:
+            values = plan[0](src)
+            if _SCALAR_TYPES.issuperset(map(type, values)) and "" not in values:
+                doc.update(zip(plan[1], values))
+                return
+    for key, value in src.items():
+        if key in skip:
+            continue
+        name = names.get(key) or name_of(key)
+        t = type(value)
+        if t is str:
+            if value:
+                doc[name] = value
+        elif t is int or t is bool or t is float:
+            doc[name] = value
+        elif value is not None:
+            flatten_into(doc, name, value, True)
+
+
 def _gateway(record: dict, props, doc: dict) -> None:
     doc["data_stream.dataset"] = LOGS_DATASET
-    for key, value in record.items():
-        if key in _GATEWAY_SKIP:
-            continue
-        flatten_into(doc, "azure.open_ai." + snake_case(key), value, snake=True)
-    level = _first(record, "Level", "level")
+    _copy_fields(record, doc, _GATEWAY_SKIP, _GATEWAY_TOP_NAMES, _gateway_top_name, _GATEWAY_TOP_PLANS)
+    level = record["Level"] if "Level" in record else record["level"] if "level" in record else None
     if level not in (None, ""):
         doc["log.level"] = str(level)
     ip = record.get("callerIpAddress")
     if isinstance(ip, str) and ip:
-        if _valid_ip(ip):
+        if (type(ip) is str and _IPV4(ip)) or _valid_ip(ip):
             doc["source.ip"] = ip
         else:
             doc["source.address"] = ip
     result = record.get("resultType")
     if isinstance(result, str):
-        if result.lower() == "succeeded":
+        result = result.lower()
+        if result == "succeeded":
             doc["event.outcome"] = "success"
-        elif result.lower() == "failed":
+        elif result == "failed":
             doc["event.outcome"] = "failure"
     _duration(record, doc)
     doc["aoai.operation"] = "Microsoft.ApiManagement/GatewayLogs"
     if not isinstance(props, dict):
         return
     errors = []
-    for key, value in props.items():
-        if key in _PROP_DROP:
-            continue
-        name = _PROP_RENAMES.get(key) or snake_case(key)
-        flatten_into(doc, _P + name, value, snake=True)
+    _copy_fields(props, doc, _PROP_DROP, _GATEWAY_PROP_NAMES, _gateway_prop_name, _GATEWAY_PROP_PLANS)
     method = props.get("method")
     if isinstance(method, str) and method:
         doc["http.request.method"] = method
-    code = _int(props.get("responseCode"))
+    code = props.get("responseCode")
+    if type(code) is not int:
+        code = _int(code)
     if code is not None:
         doc["http.response.status_code"] = code
         doc["aoai.status_code"] = code
@@ -278,13 +355,17 @@ def _body(value, prefix: str, doc: dict, errors: list[str], what: str):
         parsed["usage"] = usage
     if prefix == _RESP:
         _content_filter_summaries(parsed)
-    flatten_into(doc, prefix[:-1], parsed, snake=False)
+    if parsed is not value and type(parsed) is dict:  # parsed here from the text: the document may keep its lists
+        flatten_fresh(doc, prefix[:-1], parsed)
+    else:
+        flatten_into(doc, prefix[:-1], parsed, snake=False)
     return parsed
 
 
 def _content_filter_summaries(body: dict) -> None:
     """Elastic's input/output content_filtered_categories lists (order: self_harm, sexual, hate, violence)."""
-    inner = (body.get("error") or {}).get("innererror") if isinstance(body.get("error"), dict) else None
+    error = body.get("error")
+    inner = (error or {}).get("innererror") if isinstance(error, dict) else None
     if isinstance(inner, dict) and isinstance(inner.get("content_filter_result"), dict):
         cats = _filtered(inner["content_filter_result"])
         if cats:
@@ -293,8 +374,13 @@ def _content_filter_summaries(body: dict) -> None:
     if isinstance(choices, list):
         out = []
         for choice in choices:
-            if isinstance(choice, dict) and isinstance(choice.get("content_filter_results"), dict):
-                out += _filtered(choice["content_filter_results"])
+            if isinstance(choice, dict):
+                results = choice.get("content_filter_results")
+                if isinstance(results, dict):
+                    for cat in CONTENT_FILTER_CATEGORIES:  # _filtered, inline
+                        r = results.get(cat)
+                        if isinstance(r, dict) and r.get("filtered") is True:
+                            out.append({"category_name": cat, "severity": r.get("severity")})
         if out:
             body["content_filtered_categories"] = out
 
@@ -312,48 +398,79 @@ def _unify_gateway(doc: dict, props: dict, request, response) -> None:
     backend_url = props.get("backendUrl")
     deployment = None
     if isinstance(backend_url, str):
-        deployment = _deployment_from_url(backend_url)
-        query = parse_qs(urlsplit(backend_url).query)
-        if query.get("api-version"):
-            doc["aoai.api_version"] = query["api-version"][0]
-    if not deployment and isinstance(request, dict) and isinstance(request.get("model"), str):
-        deployment = request["model"]
+        deployment, api_version = _backend_url_info(backend_url)
+        if api_version is not None:
+            doc["aoai.api_version"] = api_version
+    if isinstance(request, dict):
+        if not deployment and isinstance(request.get("model"), str):
+            deployment = request["model"]
+    else:
+        request = None
     if deployment:
         doc["aoai.deployment"] = deployment
-    if isinstance(props.get("operationId"), str):
-        doc["aoai.operation"] = props["operationId"]
-    if isinstance(request, dict) and isinstance(request.get("stream"), bool):
+    operation = props.get("operationId")
+    if isinstance(operation, str):
+        doc["aoai.operation"] = operation
+    if request is not None and isinstance(request.get("stream"), bool):
         doc["aoai.stream"] = request["stream"]
     if isinstance(response, dict):
-        if isinstance(response.get("model"), str):
-            doc["aoai.model"] = response["model"]
+        model = response.get("model")
+        if isinstance(model, str):
+            doc["aoai.model"] = model
         usage = response.get("usage")
         if isinstance(usage, dict):
-            for src, dst in (("input_tokens", "aoai.tokens.input"), ("output_tokens", "aoai.tokens.output"),
-                             ("total_tokens", "aoai.tokens.total")):
-                v = _int(usage.get(src))
-                if v is not None:
-                    doc[dst] = v
+            v = usage.get("input_tokens")
+            if type(v) is int or (v := _int(v)) is not None:
+                doc["aoai.tokens.input"] = v
+            v = usage.get("output_tokens")
+            if type(v) is int or (v := _int(v)) is not None:
+                doc["aoai.tokens.output"] = v
+            v = usage.get("total_tokens")
+            if type(v) is int or (v := _int(v)) is not None:
+                doc["aoai.tokens.total"] = v
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict) and _int(details.get("cached_tokens")) is not None:
                 doc["aoai.tokens.cached"] = _int(details.get("cached_tokens"))
         _unify_content_filter(doc, response)
 
 
+_NOTHING: dict = {}  # read-only stand-in for a missing error / innererror object
+
+
 def _unify_content_filter(doc: dict, response: dict) -> None:
-    error = response.get("error") if isinstance(response.get("error"), dict) else {}
-    inner = error.get("innererror") if isinstance(error.get("innererror"), dict) else {}
-    inputs = [f"{c['category_name']}:{c.get('severity')}" for c in inner.get("content_filtered_categories", [])
-              if isinstance(c, dict)]
-    outputs = [f"{c['category_name']}:{c.get('severity')}" for c in response.get("content_filtered_categories", [])
-               if isinstance(c, dict)]
-    finish = [c.get("finish_reason") for c in response.get("choices", []) if isinstance(c, dict)]
-    filtered = error.get("code") == "content_filter" or "content_filter" in finish
+    # Plain loops in the order the values are read (a non-iterable value fails the same way, at the same step).
+    error = response.get("error")
+    if not isinstance(error, dict):
+        error = _NOTHING
+    inner = error.get("innererror")
+    if not isinstance(inner, dict):
+        inner = _NOTHING
+    inputs = []
+    for c in inner.get("content_filtered_categories", ()):
+        if isinstance(c, dict):
+            inputs.append(f"{c['category_name']}:{c.get('severity')}")
+    outputs = []
+    for c in response.get("content_filtered_categories", ()):
+        if isinstance(c, dict):
+            outputs.append(f"{c['category_name']}:{c.get('severity')}")
+    filtered = False
+    for c in response.get("choices", ()):
+        if isinstance(c, dict) and c.get("finish_reason") == "content_filter":
+            filtered = True
     if inputs:
         doc["aoai.content_filter.input"] = inputs
     if outputs:
         doc["aoai.content_filter.output"] = outputs
-    doc["aoai.content_filter.filtered"] = bool(filtered)
+    doc["aoai.content_filter.filtered"] = bool(error.get("code") == "content_filter" or filtered)
+
+
+@lru_cache(maxsize=4096)
+def _backend_url_info(url: str) -> tuple[str | None, str | None]:
+    """(deployment, api-version) of a backend URL; cached, as a gateway calls few distinct backend URLs.
+    A URL urlsplit rejects raises here (uncached), as it always did."""
+    deployment = _deployment_from_url(url)
+    query = parse_qs(urlsplit(url).query)
+    return deployment, (query["api-version"][0] if query.get("api-version") else None)
 
 
 @lru_cache(maxsize=1024)
@@ -368,22 +485,33 @@ def _deployment_from_url(url: str) -> str | None:
 
 def _url_parts(url: str, doc: dict, errors: list[str]) -> None:
     doc["url.original"] = url
+    fields = _url_fields(url)
+    if type(fields) is str:
+        errors.append(fields)
+    else:
+        doc.update(fields)
+
+
+@lru_cache(maxsize=4096)
+def _url_fields(url: str) -> tuple[tuple[str, object], ...] | str:
+    """The url.* fields of a URL, or the error message when it cannot be parsed; cached (few distinct URLs)."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        errors.append(f"url could not be parsed: {exc}")
-        return
+        return f"url could not be parsed: {exc}"
+    out = []
     if parts.scheme:
-        doc["url.scheme"] = parts.scheme
+        out.append(("url.scheme", parts.scheme))
     if parts.hostname:
-        doc["url.domain"] = parts.hostname
+        out.append(("url.domain", parts.hostname))
     if port:
-        doc["url.port"] = port
+        out.append(("url.port", port))
     if parts.path:
-        doc["url.path"] = parts.path
+        out.append(("url.path", parts.path))
     if parts.query:
-        doc["url.query"] = parts.query
+        out.append(("url.query", parts.query))
+    return tuple(out)
 
 
 # --- API Management GatewayLlmLogs (dropped by Elastic, elastic/integrations #15826) ---------------
@@ -469,6 +597,12 @@ def _int(value) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None
+
+
+# Exactly the dotted quads ipaddress accepts (ASCII digits, 0–255, no leading zeros): a match is valid without
+# the (cached, but client addresses are many) ipaddress parse; anything else is left to _valid_ip.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}").fullmatch
 
 
 @lru_cache(maxsize=4096)
