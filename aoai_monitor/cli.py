@@ -12,7 +12,7 @@ import orjson
 from . import __version__, schema
 from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 
-INGEST_MEMORY_LIMIT = "128MB"
+INGEST_MEMORY_LIMIT = "256MB"
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
     help="DuckDB store file (env AOAI_MONITOR_STORE).")
@@ -102,7 +102,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     if not files:
         fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
     try:
-        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file).
+        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file). 128 MB is
+        # too little: a checkpoint of the 156-column logs table failed to allocate on a 1 M-record ingest.
         store = Store(store_path, memory_limit=INGEST_MEMORY_LIMIT)
     except StoreError as exc:
         fail(str(exc))
