@@ -26,15 +26,14 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aoai_monitor.normalize import normalize_payload
-from aoai_monitor.pricing import (_LEARN_FIELDS, _P, INPUT_FIELDS, IngestPricer, _rows, _with_costs, learn,
-                                  learn_from_store, load_pricing, price_documents)
+from aoai_monitor.pricing import IngestPricer, load_pricing
 from aoai_monitor.store import Store
 from aoai_monitor.store.duckdb_store import docs_to_arrow
 from bench.gen_records import records
+from tests.test_pricing_columns import PerDocument  # the pricer as it was: one dict per row (the reference)
 
 
 def gateway_table(rows: int) -> pa.Table:
@@ -50,26 +49,6 @@ def gateway_table(rows: int) -> pa.Table:
     out = normalize_payload(b"\n".join(lines), "bench")
     assert len(out.logs) == rows and not out.rejects, (len(out.logs), out.rejects[:1])
     return docs_to_arrow("logs", out.logs, 0)[0]
-
-
-class PerDocument(IngestPricer):
-    """The ingest pricer as it was before the column path (the reference: one dict per row)."""
-
-    def __call__(self, name, table):
-        with self._lock:
-            if self._catalogue is None:
-                self._catalogue = self._pricing.catalogue(self.store)
-            learned = learn(_rows(table, _LEARN_FIELDS, _P + "model_name"))
-            mask = pc.or_(pc.is_valid(table.column("aoai.tokens.input")), pc.is_valid(table.column("aoai.tokens.output")))
-            docs = _rows(table, INPUT_FIELDS, mask=mask)
-            unseen = sorted({d.get("aoai.deployment") for d in docs} - self._looked_up - {None})
-            self._looked_up.update(unseen)
-            learned += learn_from_store(self.store.con, unseen) if unseen else []
-            changed = [e for e in learned if self._catalogue.add(e)]
-            if not docs:
-                return table, self._catalogue.to_state(changed)
-            price_documents(docs, self._catalogue, self._pricing.prices, self._pricing.default_sku)
-            return _with_costs(table, mask, docs), self._catalogue.to_state(changed)
 
 
 def _bits(table: pa.Table) -> list:

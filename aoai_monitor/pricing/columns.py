@@ -62,15 +62,12 @@ def learn_logs(table: pa.Table, names, valid: str) -> list[Deployment] | None:
     learn() keeps one entry per (source, account, name). The entry sits where its key first appeared and
     holds the values of the key's last row. Each key's winner is found per distinct tuple, and learn()
     runs on the winners ordered by each key's first row."""
-    if valid not in table.column_names or table.column(valid).null_count == table.num_rows:
-        return []
-    sub = _valid_rows(table, names, valid)
-    if sub is None:
+    distinct = _distinct_rows(table, names, valid)
+    if distinct is None:
         return None
-    if not sub.num_rows:
+    sub, first, last = distinct
+    if not first:
         return []
-    ids, count = _group_ids([sub.column(n).combine_chunks() for n in sub.column_names], sub.num_rows)
-    first, last = _first_last(ids, count)
     reps = _docs(sub, first)
     keys: dict[tuple, list] = {}  # key → [first row of the key, last row of the key, winning document]
     for doc, f, l in zip(reps, first, last):
@@ -94,16 +91,28 @@ def learn_metrics(table: pa.Table, names, valid: str) -> list[Deployment] | None
 
     For metrics, learn() keeps a key's first entry, or else its first entry with a model. The distinct
     tuples in first-row order keep both, so learn() on them gives the same result."""
-    if valid not in table.column_names or table.column(valid).null_count == table.num_rows:
+    distinct = _distinct_rows(table, names, valid)
+    if distinct is None:
+        return None
+    sub, first, _ = distinct
+    if not first:
         return []
+    return learn((), _docs(sub, sorted(first)))
+
+
+def _distinct_rows(table: pa.Table, names, valid: str):
+    """(the named columns of the rows where `valid` is set, first row of each distinct tuple, last row of each);
+    no rows when none is valid; None when the columns need the row-by-row path."""
+    if valid not in table.column_names or table.column(valid).null_count == table.num_rows:
+        return None, [], []
     sub = _valid_rows(table, names, valid)
     if sub is None:
         return None
     if not sub.num_rows:
-        return []
+        return sub, [], []
     ids, count = _group_ids([sub.column(n).combine_chunks() for n in sub.column_names], sub.num_rows)
-    first, _ = _first_last(ids, count)
-    return learn((), _docs(sub, sorted(first)))
+    first, last = _first_last(ids, count)
+    return sub, first, last
 
 
 def _valid_rows(table: pa.Table, names, valid: str) -> pa.Table | None:
