@@ -186,3 +186,29 @@ async def test_a_killed_worker_process_loses_no_batch(tmp_path, eventhub_standin
     with Store(store_path) as store:
         assert store.count("logs") == 800
         assert store.cursor().execute("SELECT count(DISTINCT id) FROM logs").fetchone()[0] == 800
+
+
+async def test_runtime_info_gives_lag_without_asking_for_partition_properties(tmp_path, azurite,
+                                                                               checkpoint_container):
+    """Where deliveries carry runtime info (Event Hubs does when asked), lag and last enqueued time come from
+    them: no per-partition properties request, each of which costs a new AMQP connection."""
+    from tests.standins import amqp_shim
+    from tests.standins.eventhubs import EventHubStandin
+
+    amqp_shim.install()
+    with EventHubStandin(eventhub="aoai-logs", partitions=2, send_runtime_metrics=True) as hub:
+        for p in range(2):
+            hub.append_many(p, [make_body(f"r{p}-{i}") for i in range(20)])
+        service = Service(load(write_config(tmp_path / "c.toml", hub, azurite, checkpoint_container,
+                                            tmp_path / "s.duckdb")))
+        started = time.monotonic()
+
+        def caught_up(s: Service) -> bool:
+            parts = [v for k, v in s.status.parts.items() if k[1] != "*"]
+            return (committed(s) >= 400 and len(parts) == 2 and all(v.lag_events == 0 for v in parts)
+                    and time.monotonic() - started > 7)  # past the first lag-poll interval (5 s)
+
+        await run_until(service, caught_up)
+        assert {k[1]: v.last_enqueued_ms for k, v in service.status.parts.items() if k[1] != "*"} == \
+            {str(p): hub.events(p)[-1].enqueued_time_ms for p in range(2)}
+        assert hub.management_reads.get("com.microsoft:partition", 0) == 0, hub.management_reads

@@ -153,6 +153,7 @@ class EventHubInput:
         self.status = status
         self.stopping = stopping
         self._inflight = 0
+        self._runtime_info_at: dict[str, float] = {}  # partition → monotonic time its last runtime info came
         self._idle = asyncio.Event()
         self._idle.set()
         self.client: EventHubConsumerClient | None = None
@@ -244,12 +245,20 @@ class EventHubInput:
                 receiver.cancel()
 
     async def _poll_lag(self, client: EventHubConsumerClient) -> None:
-        """Lag per owned partition from the partition properties: newest enqueued minus newest committed."""
+        """Lag of owned partitions that receive no runtime info (idle, or a service that sends none), from the
+        partition properties: newest enqueued minus newest committed.
+
+        Each properties request opens its own AMQP connection (TLS, auth) and blocks the event loop for tens of
+        milliseconds, so a partition whose deliveries carry runtime info is not asked.
+        """
         processed = self.store.state_items(f"eventhub:{self.name}:")
+        interval = max(self.settings["load_balancing_interval"], 5.0)
         while True:
-            await asyncio.sleep(max(self.settings["load_balancing_interval"], 2.0))
+            await asyncio.sleep(interval)
             for (name, pid), stats in list(self.status.parts.items()):
                 if name != self.name or pid == "*" or not stats.owned:
+                    continue
+                if time.monotonic() - self._runtime_info_at.get(pid, -interval) < interval:
                     continue
                 try:
                     props = await client.get_partition_properties(pid)
@@ -284,6 +293,8 @@ class EventHubInput:
         props = ctx.last_enqueued_event_properties or {}
         if props.get("enqueued_time"):
             stats.last_enqueued_ms = int(props["enqueued_time"].timestamp() * 1000)
+        if props.get("retrieval_time") and events:
+            self._runtime_info_at[ctx.partition_id] = time.monotonic()
         if not events:
             return
         if self.stopping.is_set():

@@ -220,6 +220,8 @@ class EventHubStandin:
         self._broker: Optional[_Broker] = None
         # Exceptions raised inside the container thread; tests can assert it stays empty.
         self.errors: List[BaseException] = []
+        # $management READs answered, by entity type (e.g. "com.microsoft:partition").
+        self.management_reads: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -881,6 +883,7 @@ class _Broker(Handler):
         if str(app.get("name", "")).lower() != standin.eventhub_name.lower():
             return 404, f"The messaging entity '{app.get('name')}' could not be found.", None
         kind = app.get("type")
+        standin.management_reads[kind] = standin.management_reads.get(kind, 0) + 1
         if kind == "com.microsoft:eventhub":
             return 200, "OK", _eventhub_body(standin)
         if kind == "com.microsoft:partition":
@@ -963,11 +966,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--preload-file", metavar="PATH",
                         help="store each non-empty line of PATH as one event, round robin over partitions, "
                              "before reporting ready (lets a benchmark keep the server out of its own process)")
+    parser.add_argument("--runtime-metrics", action="store_true",
+                        help="send last-enqueued-event runtime info with every delivery, as Event Hubs does when "
+                             "the receiver asks (track_last_enqueued_event_properties)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     standin = EventHubStandin(eventhub=args.eventhub, partitions=args.partitions, host=args.host,
-                              port=args.port).start()
+                              port=args.port, send_runtime_metrics=args.runtime_metrics).start()
     if args.preload_file:
         with open(args.preload_file, "rb") as fh:
             bodies = [line.rstrip(b"\r\n") for line in fh if line.strip()]
