@@ -332,6 +332,7 @@ max_batch_size = 100                  # messages per store commit and checkpoint
 # host = "127.0.0.1"
 # port = 4318
 # token = "${AOAI_OTLP_TOKEN}"        # required as a Bearer token when set
+# workers = 1                         # processes that decode export requests (default: CPUs − 1; 0 = none)
 
 # Cost: SKUs, PTUs and negotiated prices per deployment (docs/cost.md)
 # [pricing]

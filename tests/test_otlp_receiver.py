@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
+from pathlib import Path
 
 import orjson
 import pytest
@@ -32,12 +35,14 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
 
 @contextlib.contextmanager
-def running_receiver(store: Store, token: str | None = TOKEN):
-    """run_otlp_receiver in its own thread and loop, as `aoai-monitor run` runs it; yields the base URL."""
+def running_receiver(store: Store, token: str | None = TOKEN, **settings):
+    """run_otlp_receiver in its own thread and loop, as `aoai-monitor run` runs it; yields the base URL.
+
+    Decoding runs in the default worker process (one on a 2-CPU machine) unless settings say workers=0."""
     status: dict = {}
     stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(run_otlp_receiver({"port": 0, "token": token}, store, status, stop)),
-                              daemon=True)
+    config = {"port": 0, "token": token, **settings}
+    thread = threading.Thread(target=lambda: asyncio.run(run_otlp_receiver(config, store, status, stop)), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while "port" not in status.get("otlp", {}):
@@ -244,3 +249,91 @@ def test_cli_otlp_command_stores_spans(tmp_path):
         proc.wait(10)
     with Store(db, read_only=True) as s:
         assert s.cursor().execute('SELECT "span.name", "aoai.duration_ms" FROM spans').fetchall() == [("chat dep", 12.0)]
+
+
+def _pb_spans(trace: int, count: int) -> tuple[bytes, list[str]]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    ids = []
+    for i in range(count):
+        span_id = bytes([trace, i + 1]) + bytes(6)
+        spans.add(trace_id=bytes([trace]) * 16, span_id=span_id, name="chat", start_time_unix_nano=(T0 + i) * 1_000_000,
+                  end_time_unix_nano=(T0 + i + 5) * 1_000_000)
+        ids.append(span_id.hex())
+    return req.SerializeToString(), ids
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_concurrent_requests_are_answered_after_their_spans_are_committed(store, workers):
+    """Requests that arrive together commit together; each 200 means its spans are queryable, re-sent ones
+    are counted as duplicates."""
+    requests = [_pb_spans(trace, 40) for trace in range(1, 13)]
+    requests += requests[:4]  # sent twice
+    seen_after_ok = []
+
+    def send(request):
+        body, ids = request
+        code, _ = post(url + "/v1/traces", body, "application/x-protobuf")
+        cur = store.cursor()
+        seen = cur.execute('SELECT count(*) FROM spans WHERE "span.id" IN (SELECT unnest(?))', [ids]).fetchone()[0]
+        seen_after_ok.append((code, seen == len(ids)))
+
+    with running_receiver(store, workers=workers) as (url, stats):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, requests))
+    assert seen_after_ok == [(200, True)] * 16
+    assert store.count("spans") == 12 * 40
+    assert (stats["spans"], stats["duplicates"]) == (480, 160)
+
+
+def test_store_failure_answers_503_and_a_retry_stores(store, monkeypatch):
+    """The sender's retry is the buffer: a failing commit answers 503 with Retry-After and stores nothing."""
+    from aoai_monitor.store import StoreError
+
+    real = store.transaction
+    failing = [True]
+
+    def transaction():
+        if failing[0]:
+            raise StoreError("disk full (test)")
+        return real()
+
+    monkeypatch.setattr(store, "transaction", transaction)
+    body, _ = _pb_spans(7, 5)
+    with running_receiver(store, workers=0) as (url, stats):
+        code, raw = post(url + "/v1/traces", body, "application/x-protobuf")
+        assert code == 503 and b"disk full (test)" in raw and store.count("spans") == 0
+        failing[0] = False
+        assert post(url + "/v1/traces", body, "application/x-protobuf")[0] == 200
+    assert store.count("spans") == 5 and stats["errors"] == 1 and stats["last_error"].startswith("store error")
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        pids += [int(p) for p in children.read_text().split()]
+    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_a_killed_decoding_worker_is_replaced_and_no_request_fails(store):
+    body, _ = _pb_spans(8, 5)
+    second, _ = _pb_spans(9, 5)
+    third, _ = _pb_spans(10, 5)
+    with running_receiver(store, workers=1) as (url, stats):
+        assert post(url + "/v1/traces", body, "application/x-protobuf")[0] == 200
+        workers = _worker_pids()
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.5)
+        assert post(url + "/v1/traces", second, "application/x-protobuf")[0] == 200
+        deadline = time.monotonic() + 20
+        while not (replaced := _worker_pids()):
+            assert time.monotonic() < deadline, "no new decoding worker"
+            time.sleep(0.1)
+        assert post(url + "/v1/traces", third, "application/x-protobuf")[0] == 200
+    assert store.count("spans") == 15
+    assert workers[0] not in replaced

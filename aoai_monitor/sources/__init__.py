@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -23,6 +27,25 @@ from ..store.duckdb_store import docs_to_arrow, rejects_to_arrow
 log = logging.getLogger("aoai_monitor.sources")
 
 STATUS_PREFIX = "status:"
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes for parsing and normalizing, which hold the GIL, beside a process that receives and writes.
+
+    spawn, not fork: the service already runs the SDKs' and DuckDB's threads. The workers end with the
+    service, even after `kill -9` (an idle worker would wait forever).
+    """
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 @dataclass

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 import socket
-import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +26,7 @@ from ..config import reveal
 from ..normalize import Normalized, normalize_payload
 from ..pipeline import PreparedChunk, payload_records, prepare_records
 from ..store import Store
-from . import GroupCommitter, InputStatus, PendingBatch
+from . import GroupCommitter, InputStatus, PendingBatch, worker_pool
 
 log = logging.getLogger("aoai_monitor.sources.eventhub")
 
@@ -320,9 +317,7 @@ class EventHubInput:
         return await asyncio.to_thread(prepare_bodies, bodies, hub, pid)
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: this process already runs the SDK's and DuckDB's threads.
-        return ProcessPoolExecutor(self.settings["workers"], mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
+        return worker_pool(self.settings["workers"])
 
     async def _process(self, ctx, events: list, stats, props: dict) -> None:
         """Prepare the batch and hand it to the group committer; the checkpoint follows its commit."""
@@ -358,16 +353,6 @@ class EventHubInput:
 
         await self.committer.submit(PendingBatch(prepared, extra, {self._state_key(pid): position}, records, stats,
                                                  key=pid, after=after))
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a worker: end when the service is gone, even after `kill -9` (an idle worker would wait forever)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def event_bodies(events: list, source: str) -> tuple[list[tuple[int, bytes]], Normalized]:

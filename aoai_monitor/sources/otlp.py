@@ -3,7 +3,8 @@
 POST /v1/traces and /v1/metrics, protobuf (application/x-protobuf) or JSON (application/json), optionally
 gzip (Content-Encoding: gzip); /v1/logs is accepted and ignored so an SDK exporting logs gets no errors.
 With a token, requests need `Authorization: Bearer <token>` (OTEL_EXPORTER_OTLP_HEADERS=
-"Authorization=Bearer%20<token>"). Each request is one store commit; a span sent twice is stored once.
+"Authorization=Bearer%20<token>"). Worker processes decode requests; requests that wait together commit
+together, and each is answered once its rows are committed; a span sent twice is stored once.
 
 `create_otlp_app(store, token)` is the ASGI app, `run_otlp_receiver(...)` runs it inside `aoai-monitor
 run`, and `aoai-monitor otlp` runs it alone. Span documents keep OpenTelemetry attribute names as keys,
@@ -15,14 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import os
 import time
 import zlib
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 
 import click
 import orjson
+import pyarrow as pa
 
 from ..instrument._state import AZURE_HOST_SUFFIXES
 from ..normalize.common import key_id
+from ..store.duckdb_store import CommitResult, docs_to_arrow
+from . import worker_pool
+
+log = logging.getLogger("aoai_monitor.otlp")
 
 DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -387,12 +397,119 @@ def _status_pb(code: int, message: str) -> bytes:
     return b"\x08" + varint(code) + b"\x12" + varint(len(text)) + text
 
 
-def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DEFAULT_MAX_BODY, status: dict | None = None):
-    """The OTLP/HTTP receiver as an ASGI app. `status` (a dict) gets counters under status["otlp"]."""
+def prepare_export(path: str, body: bytes, is_json: bool, gzipped: bool, source: str, max_body: int):
+    """One export request → (table, (Arrow rows, lo ms, hi ms) or None, rejected count). Pure: runs in a worker
+    process. Raises OTLPDecodeError for a body that is not what its content type says, _TooLarge past max_body."""
+    if gzipped:
+        body = _gunzip(body, max_body)
+    decode, table = (decode_traces, "spans") if path == "/v1/traces" else (decode_metrics, "app_metrics")
+    docs, rejected = decode(body, is_json, source)
+    return table, (docs_to_arrow(table, docs, 0) if docs else None), rejected
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1) - 1) if (os.cpu_count() or 1) > 1 else 0
+
+
+class _Decoder:
+    """Decoding holds the GIL (~50 µs a span): in worker processes it runs beside this process's HTTP and
+    store work. A pool that breaks (a killed worker) is replaced; that request is decoded here."""
+
+    def __init__(self, workers: int, max_body: int):
+        self.workers, self.max_body = workers, max_body
+        self._pool = None
+
+    def start(self) -> None:
+        """Start the workers now (they import the decoder: ~1 s), not on the first request."""
+        if self.workers and self._pool is None:
+            self._pool = worker_pool(self.workers)
+            self._pool.submit(default_workers)
+
+    async def decode(self, path: str, body: bytes, is_json: bool, gzipped: bool, source: str):
+        args = (prepare_export, path, body, is_json, gzipped, source, self.max_body)
+        loop = asyncio.get_running_loop()
+        if self.workers:
+            self.start()
+            pool = self._pool
+            try:
+                return await loop.run_in_executor(pool, *args)
+            except BrokenProcessPool:
+                log.warning("otlp: a decoding worker process ended unexpectedly; starting new ones")
+                if self._pool is pool:
+                    self._pool = None
+                    self.start()
+        return await loop.run_in_executor(None, *args)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class _GroupWriter:
+    """Requests that arrive together commit together: whatever waits when the store is free goes into one
+    transaction (a commit's fixed cost is paid once, not per request). A request is answered only after
+    the transaction holding its rows committed, so a sender retries anything not stored."""
+
+    MAX_ROWS = 65_536
+
+    def __init__(self, store, stats: dict):
+        self.store, self.stats = store, stats
+        self._queue: deque = deque()
+        self._task: asyncio.Task | None = None
+
+    async def write(self, table: str, rows: tuple) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((table, rows, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        await done
+
+    async def _run(self) -> None:
+        while self._queue:
+            group, count = [], 0
+            while self._queue and (not group or count + self._queue[0][1][0].num_rows <= self.MAX_ROWS):
+                item = self._queue.popleft()
+                group.append(item)
+                count += item[1][0].num_rows
+            try:
+                result = await asyncio.to_thread(_commit_parts, self.store, [(table, rows) for table, rows, _ in group])
+            except Exception as exc:  # noqa: BLE001 - every request of the group answers 503 with the reason
+                for _, _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for table, key in (("spans", "spans"), ("app_metrics", "metric_points")):
+                self.stats[key] += result.stored.get(table, 0)
+                self.stats["duplicates"] += result.duplicates.get(table, 0)
+            for _, _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+
+def _commit_parts(store, parts: list) -> CommitResult:
+    by_table: dict[str, list] = {}
+    for table, rows in parts:
+        by_table.setdefault(table, []).append(rows)
+    with store.transaction() as tx:
+        for table, items in by_table.items():
+            tx.insert_arrow(table, pa.concat_tables([t for t, _, _ in items], promote_options="default"),
+                            min(lo for _, lo, _ in items), max(hi for _, _, hi in items))
+    return tx.result
+
+
+def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DEFAULT_MAX_BODY, status: dict | None = None,
+                    workers: int = 0):
+    """The OTLP/HTTP receiver as an ASGI app. `status` (a dict) gets counters under status["otlp"].
+
+    `workers` processes decode requests (0: a thread of this process does).
+    """
     stats = {"requests": 0, "spans": 0, "metric_points": 0, "duplicates": 0, "rejected": 0, "errors": 0,
              "last_error": None, "last_received": None}
     if status is not None:
         status["otlp"] = stats
+    decoder = _Decoder(workers, max_body_bytes)
+    writer = _GroupWriter(store, stats)
     expected = f"Bearer {token}".encode() if token else None
 
     async def respond(send, code: int, body: bytes, content_type: bytes, extra=()) -> None:
@@ -448,26 +565,21 @@ def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DE
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         remote = scope.get("client") or ("?", 0)
         source = f"otlp:{remote[0]}"
+        if encoding not in (b"gzip", b"identity", b""):
+            return await error(send, 415, "Content-Encoding must be gzip or none", is_json)
+        if path == "/v1/logs":
+            return await _ok(send, "logs", 0, is_json)
         try:
-            if encoding == b"gzip":
-                body = _gunzip(body, max_body_bytes)
-            elif encoding not in (b"identity", b""):
-                return await error(send, 415, "Content-Encoding must be gzip or none", is_json)
-            if path == "/v1/logs":
-                return await _ok(send, "logs", 0, is_json)
-            decode, table = (decode_traces, "spans") if path == "/v1/traces" else (decode_metrics, "app_metrics")
-            docs, rejected = decode(body, is_json, source)
+            table, rows, rejected = await decoder.decode(path, body, is_json, encoding == b"gzip", source)
         except OTLPDecodeError as exc:
             return await error(send, 400, str(exc), is_json)
         except _TooLarge:
             return await error(send, 413, f"decompressed body larger than {max_body_bytes} bytes", is_json)
-        if docs:
+        if rows is not None:
             try:
-                result = await asyncio.to_thread(store.commit, **{table: docs})
+                await writer.write(table, rows)
             except Exception as exc:  # noqa: BLE001 - the sender retries on 503; the reason is in status
                 return await error(send, 503, f"store error: {exc}", is_json, [(b"retry-after", b"5")])
-            stats["spans" if table == "spans" else "metric_points"] += result.stored.get(table, 0)
-            stats["duplicates"] += result.duplicates.get(table, 0)
         stats["rejected"] += rejected
         await _ok(send, table, rejected, is_json)
 
@@ -502,6 +614,7 @@ def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DE
             response.partial_success.error_message = "spans or points without ids or time"
         await respond(send, 200, response.SerializeToString(), b"application/x-protobuf")
 
+    app.start, app.close = decoder.start, decoder.close  # start and end the decoding workers
     return app
 
 
@@ -520,10 +633,14 @@ async def run_otlp_receiver(config: dict, store, status: dict, stop_event) -> No
     """Serve OTLP/HTTP until stop_event (asyncio.Event or threading.Event) is set.
 
     config: the receiver's section, keys host (127.0.0.1), port (4318; 0 = any free port), token (None),
-    max_body_bytes. status["otlp"] gets the counters and the bound port.
+    max_body_bytes, workers (decoding processes; default CPUs − 1, 0 = none). status["otlp"] gets the counters and the bound port.
     """
+    workers = config.get("workers", default_workers())
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ValueError(f"[otlp] workers = {workers!r}: a whole number ≥ 0 (0 = decode in this process)")
     app = create_otlp_app(store, token=config.get("token"), status=status,
-                          max_body_bytes=int(config.get("max_body_bytes", DEFAULT_MAX_BODY)))
+                          max_body_bytes=int(config.get("max_body_bytes", DEFAULT_MAX_BODY)), workers=workers)
+    app.start()
     server = _uvicorn_server(app, config.get("host", "127.0.0.1"), int(config.get("port", DEFAULT_PORT)), embedded=True)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
@@ -534,6 +651,7 @@ async def run_otlp_receiver(config: dict, store, status: dict, stop_event) -> No
         await asyncio.sleep(0.1)
     server.should_exit = True
     await task
+    app.close()
 
 
 async def run(service, section: dict) -> None:
@@ -550,7 +668,9 @@ async def run(service, section: dict) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="OTLP/HTTP port.")
 @click.option("--token", default=None, envvar="AOAI_MONITOR_TOKEN",
               help="Require Authorization: Bearer <token> (env AOAI_MONITOR_TOKEN).")
-def otlp_command(store_path: str, host: str, port: int, token: str | None) -> None:
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Processes that decode requests beside the one that stores them [default: CPUs − 1; 0 = none].")
+def otlp_command(store_path: str, host: str, port: int, token: str | None, workers: int | None) -> None:
     """Receive OpenTelemetry traces and GenAI metrics over OTLP/HTTP into the store (tables spans, app_metrics).
 
     Point an application at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:PORT (protobuf or JSON,
@@ -566,5 +686,8 @@ def otlp_command(store_path: str, host: str, port: int, token: str | None) -> No
         raise click.ClickException(str(exc)) from exc
     click.echo(f"OTLP/HTTP receiver on http://{host}:{port} (/v1/traces, /v1/metrics) → {store_path}")
     with store:
-        server = _uvicorn_server(create_otlp_app(store, token=token), host, port, embedded=False)
-        server.run()
+        app = create_otlp_app(store, token=token, workers=default_workers() if workers is None else workers)
+        try:
+            _uvicorn_server(app, host, port, embedded=False).run()
+        finally:
+            app.close()
