@@ -641,17 +641,19 @@ async def run_otlp_receiver(config: dict, store, status: dict, stop_event) -> No
     app = create_otlp_app(store, token=config.get("token"), status=status,
                           max_body_bytes=int(config.get("max_body_bytes", DEFAULT_MAX_BODY)), workers=workers)
     app.start()
-    server = _uvicorn_server(app, config.get("host", "127.0.0.1"), int(config.get("port", DEFAULT_PORT)), embedded=True)
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    if server.started:
-        status["otlp"]["port"] = server.servers[0].sockets[0].getsockname()[1]
-    while not stop_event.is_set() and not task.done():
-        await asyncio.sleep(0.1)
-    server.should_exit = True
-    await task
-    app.close()
+    try:
+        server = _uvicorn_server(app, config.get("host", "127.0.0.1"), int(config.get("port", DEFAULT_PORT)), embedded=True)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            status["otlp"]["port"] = server.servers[0].sockets[0].getsockname()[1]
+        while not stop_event.is_set() and not task.done():
+            await asyncio.sleep(0.1)
+        server.should_exit = True
+        await task
+    finally:
+        app.close()
 
 
 async def run(service, section: dict) -> None:
