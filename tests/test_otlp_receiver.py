@@ -337,3 +337,17 @@ def test_a_killed_decoding_worker_is_replaced_and_no_request_fails(store):
         assert post(url + "/v1/traces", third, "application/x-protobuf")[0] == 200
     assert store.count("spans") == 15
     assert workers[0] not in replaced
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_body_limits_hold_before_and_after_gunzip(store, workers):
+    """413 for a body over max_body_bytes, and for a small gzip body that inflates past it (decoded in a
+    worker process, the refusal still comes back as 413)."""
+    limit = 64 * 1024
+    with running_receiver(store, workers=workers, max_body_bytes=limit) as (url, stats):
+        big, _ = post(url + "/v1/traces", b"{" + b" " * limit + b"}")
+        bomb, err = post(url + "/v1/traces", b"{" + b" " * (limit * 4) + b"}", gzipped=True)
+        fine, _ = post(url + "/v1/traces", orjson.dumps({"resourceSpans": []}), gzipped=True)
+    assert (big, bomb, fine) == (413, 413, 200)
+    assert "decompressed body larger" in orjson.loads(err)["message"]
+    assert store.count("spans") == 0
