@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from azure_genai_prices.types import DEFAULT_LONG_CONTEXT_THRESHOLD
 
 from .catalogue import Deployment, account_of, learn
-from .engine import COST_FIELDS, LONG_CONTEXT_TOKENS, _doc_model, _long, _month, _priority, _resolve, token_source
+from .engine import COST_FIELDS, LONG_CONTEXT_TOKENS, resolve_cached, token_source
 from .prices import Unpriced
 
 _P = "azure.open_ai.properties."
@@ -215,17 +215,7 @@ def price(table: pa.Table, mask, sub: pa.Table, catalogue, prices, default_sku,
             continue
         values["aoai.cost.token_source"][g] = source
         values["aoai.cost.currency"][g] = prices.currency
-        month = _month(doc.get("@timestamp"))
-        deployment, account = doc.get("aoai.deployment"), account_of(doc)
-        model, version = _doc_model(doc)
-        region = doc.get("azure.open_ai.location") or doc.get(_P + "region")
-        key = (deployment, account, model, version, region, month, _long(doc), _priority(doc))
-        resolution = cache.get(key)
-        if resolution is None:
-            resolution = cache[key] = _resolve(deployment, account, model, version, region, month, doc, catalogue,
-                                               prices, default_sku)
-            if isinstance(resolution, Exception):
-                resolution.__traceback__ = None  # kept across batches: not the frames it was raised in
+        month, resolution = resolve_cached(doc, cache, catalogue, prices, default_sku)
         if isinstance(resolution, Unpriced):
             values["aoai.cost.unpriced_reason"][g] = str(resolution)
             continue

@@ -72,15 +72,7 @@ def price_documents(docs: list[dict], catalogue: Catalogue, prices: PriceBook,
             doc.pop(f, None)
         doc["aoai.cost.token_source"] = source
         doc["aoai.cost.currency"] = prices.currency
-        month = _month(doc.get("@timestamp"))
-        deployment, account = doc.get("aoai.deployment"), account_of(doc)
-        model, version = _doc_model(doc)
-        region = doc.get("azure.open_ai.location") or doc.get(_P + "region")
-        key = (deployment, account, model, version, region, month, _long(doc), _priority(doc))
-        resolved = cache.get(key)
-        if resolved is None:
-            resolved = cache[key] = _resolve(deployment, account, model, version, region, month, doc, catalogue,
-                                             prices, default_sku)
+        month, resolved = resolve_cached(doc, cache, catalogue, prices, default_sku)
         if isinstance(resolved, Unpriced):
             doc["aoai.cost.unpriced_reason"] = str(resolved)
             continue
@@ -99,6 +91,24 @@ def price_documents(docs: list[dict], catalogue: Catalogue, prices: PriceBook,
         else:
             doc.update({"aoai.cost.input": float(inp), "aoai.cost.cached_input": float(cached),
                         "aoai.cost.output": float(out), "aoai.cost.total": payg, "aoai.cost.payg": payg})
+
+
+def resolve_cached(doc: dict, cache: dict, catalogue: Catalogue, prices: PriceBook, default_sku: str | None
+                   ) -> tuple[str, tuple[Rates, Sku, str, str | None, str] | Unpriced]:
+    """(the document's price month, how it is priced: rates, SKU, price model, region, assumption — or why it is
+    unpriced). `cache` holds one resolution per key: documents with the same key are priced alike."""
+    month = _month(doc.get("@timestamp"))
+    deployment, account = doc.get("aoai.deployment"), account_of(doc)
+    model, version = _doc_model(doc)
+    region = doc.get("azure.open_ai.location") or doc.get(_P + "region")
+    key = (deployment, account, model, version, region, month, _long(doc), _priority(doc))
+    resolved = cache.get(key)
+    if resolved is None:
+        resolved = cache[key] = _resolve(deployment, account, model, version, region, month, doc, catalogue, prices,
+                                         default_sku)
+        if isinstance(resolved, Exception):
+            resolved.__traceback__ = None  # a cache may outlive the batch: keep the reason, not the frames
+    return month, resolved
 
 
 def price_tokens(model: str, version: str | None, sku_name: str, region: str | None, month: str, prices: PriceBook,
