@@ -172,7 +172,7 @@ async def test_a_killed_worker_process_loses_no_batch(tmp_path, eventhub_standin
     killed = []
 
     def kill_worker_then_wait(s: Service) -> bool:
-        pool = s.inputs[0]._pool if s.inputs else None
+        pool = s.inputs[0].workers.pool if s.inputs else None
         if not killed and pool is not None and pool._processes and committed(s) >= 100:
             for pid in list(pool._processes):
                 os.kill(pid, signal.SIGKILL)
@@ -182,7 +182,7 @@ async def test_a_killed_worker_process_loses_no_batch(tmp_path, eventhub_standin
         return bool(killed) and committed(s) >= 800
 
     await run_until(service, kill_worker_then_wait, timeout=60)
-    assert killed and service.inputs[0]._pool is not killed[0]  # the broken pool was replaced
+    assert killed and service.inputs[0].workers.pool is not killed[0]  # the broken pool was replaced
     with Store(store_path) as store:
         assert store.count("logs") == 800
         assert store.cursor().execute("SELECT count(DISTINCT id) FROM logs").fetchone()[0] == 800

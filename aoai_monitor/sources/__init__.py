@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -29,14 +30,45 @@ log = logging.getLogger("aoai_monitor.sources")
 STATUS_PREFIX = "status:"
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Processes for parsing and normalizing, which hold the GIL, beside a process that receives and writes.
+class Workers:
+    """Processes for CPU work that holds the GIL (parsing, normalizing, decoding), beside the process that
+    receives and writes; 0 of them: the work runs in a thread here.
 
-    spawn, not fork: the service already runs the SDKs' and DuckDB's threads. The workers end with the
-    service, even after `kill -9` (an idle worker would wait forever).
+    spawn, not fork: the service already runs the SDKs' and DuckDB's threads. The processes end with the
+    service, even after `kill -9` (an idle one would wait forever). A pool that breaks (a worker killed) is
+    replaced, and the call that found it broken runs in a thread here instead.
     """
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+    def __init__(self, count: int, what: str, *warm_up):
+        self.count, self.what, self.warm_up = count, what, warm_up  # warm_up: a function and its arguments
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> Future | None:
+        """Start the processes now rather than at the first call (a spawned worker imports its modules: ~1 s);
+        the future says when they ran `warm_up`."""
+        if not self.count or self.pool is not None:
+            return None
+        self.pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
+        return self.pool.submit(*self.warm_up) if self.warm_up else None
+
+    async def run(self, fn, *args):
+        if self.count:
+            self.start()
+            pool = self.pool
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            except BrokenProcessPool:
+                log.warning("%s: a worker process ended unexpectedly; starting new ones", self.what)
+                if self.pool is pool:
+                    self.pool = None
+                    self.start()
+        return await asyncio.to_thread(fn, *args)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
 
 def _exit_with_parent(parent: int) -> None:

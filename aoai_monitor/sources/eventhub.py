@@ -15,8 +15,6 @@ import logging
 import socket
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
@@ -26,7 +24,7 @@ from ..config import reveal
 from ..normalize import Normalized, normalize_payload
 from ..pipeline import PreparedChunk, payload_records, prepare_records
 from ..store import Store
-from . import GroupCommitter, InputStatus, PendingBatch, worker_pool
+from . import GroupCommitter, InputStatus, PendingBatch, Workers
 
 log = logging.getLogger("aoai_monitor.sources.eventhub")
 
@@ -156,7 +154,7 @@ class EventHubInput:
         self.client: EventHubConsumerClient | None = None
         self.committer = GroupCommitter(store, stopping, self.name)
         # Parsing and normalizing hold the GIL: in worker processes they run beside the SDK and the store's writes.
-        self._pool: ProcessPoolExecutor | None = None
+        self.workers = Workers(settings["workers"], self.name, prepare_bodies, [], "", "")
 
     def _state_key(self, partition: str) -> str:
         return f"eventhub:{self.name}:{partition}"
@@ -203,14 +201,13 @@ class EventHubInput:
             await ensure_container(s)
         checkpoint_store = StableOwnerCheckpointStore(build_checkpoint_store(s), self.owner_id())
         client = self.client = self._client(checkpoint_store)
-        if s["workers"]:
-            self._pool = self._new_pool()
-            await asyncio.get_running_loop().run_in_executor(self._pool, prepare_bodies, [], "", "")  # warm up
+        started = self.workers.start()
+        if started is not None:
+            await asyncio.wrap_future(started)
         try:
             await self._consume(client, checkpoint_store)
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            self.workers.close()
 
     async def _consume(self, client: EventHubConsumerClient, checkpoint_store) -> None:
         s = self.settings
@@ -305,27 +302,13 @@ class EventHubInput:
             if not self._inflight:
                 self._idle.set()
 
-    async def _prepare(self, bodies: list, hub: str, pid: str):
-        pool = self._pool
-        if pool is not None:
-            try:
-                return await asyncio.get_running_loop().run_in_executor(pool, prepare_bodies, bodies, hub, pid)
-            except BrokenProcessPool:  # a worker died (e.g. killed): start new ones, and do this batch here
-                log.warning("%s: a worker process ended unexpectedly; starting new ones", self.name)
-                if self._pool is pool:
-                    self._pool = self._new_pool()
-        return await asyncio.to_thread(prepare_bodies, bodies, hub, pid)
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return worker_pool(self.settings["workers"])
-
     async def _process(self, ctx, events: list, stats, props: dict) -> None:
         """Prepare the batch and hand it to the group committer; the checkpoint follows its commit."""
         hub = self.settings["eventhub"]
         pid = ctx.partition_id
         last = events[-1]
         bodies, unreadable = event_bodies(events, f"eventhub:{hub}/{pid}")
-        prepared, extra = await self._prepare(bodies, hub, pid)
+        prepared, extra = await self.workers.run(prepare_bodies, bodies, hub, pid)
         extra.extend(unreadable)
         position = {"offset": last.offset, "sequence_number": last.sequence_number,
                     "enqueued_ms": int(last.enqueued_time.timestamp() * 1000)}

@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 import os
 import time
 import zlib
 from collections import deque
-from concurrent.futures.process import BrokenProcessPool
 
 import click
 import orjson
@@ -30,9 +28,7 @@ import pyarrow as pa
 from ..instrument._state import AZURE_HOST_SUFFIXES
 from ..normalize.common import key_id
 from ..store.duckdb_store import CommitResult, docs_to_arrow
-from . import worker_pool
-
-log = logging.getLogger("aoai_monitor.otlp")
+from . import Workers
 
 DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -411,41 +407,6 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) - 1) if (os.cpu_count() or 1) > 1 else 0
 
 
-class _Decoder:
-    """Decoding holds the GIL (~50 µs a span): in worker processes it runs beside this process's HTTP and
-    store work. A pool that breaks (a killed worker) is replaced; that request is decoded here."""
-
-    def __init__(self, workers: int, max_body: int):
-        self.workers, self.max_body = workers, max_body
-        self._pool = None
-
-    def start(self) -> None:
-        """Start the workers now (they import the decoder: ~1 s), not on the first request."""
-        if self.workers and self._pool is None:
-            self._pool = worker_pool(self.workers)
-            self._pool.submit(default_workers)
-
-    async def decode(self, path: str, body: bytes, is_json: bool, gzipped: bool, source: str):
-        args = (prepare_export, path, body, is_json, gzipped, source, self.max_body)
-        loop = asyncio.get_running_loop()
-        if self.workers:
-            self.start()
-            pool = self._pool
-            try:
-                return await loop.run_in_executor(pool, *args)
-            except BrokenProcessPool:
-                log.warning("otlp: a decoding worker process ended unexpectedly; starting new ones")
-                if self._pool is pool:
-                    self._pool = None
-                    self.start()
-        return await loop.run_in_executor(None, *args)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-
 class _GroupWriter:
     """Requests that arrive together commit together: whatever waits when the store is free goes into one
     transaction (a commit's fixed cost is paid once, not per request). A request is answered only after
@@ -508,7 +469,8 @@ def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DE
              "last_error": None, "last_received": None}
     if status is not None:
         status["otlp"] = stats
-    decoder = _Decoder(workers, max_body_bytes)
+    # Decoding holds the GIL (~50 µs a span): in worker processes it runs beside this process's HTTP and store work.
+    decoder = Workers(workers, "otlp", default_workers)
     writer = _GroupWriter(store, stats)
     expected = f"Bearer {token}".encode() if token else None
 
@@ -570,7 +532,8 @@ def create_otlp_app(store, token: str | None = None, *, max_body_bytes: int = DE
         if path == "/v1/logs":
             return await _ok(send, "logs", 0, is_json)
         try:
-            table, rows, rejected = await decoder.decode(path, body, is_json, encoding == b"gzip", source)
+            table, rows, rejected = await decoder.run(prepare_export, path, body, is_json, encoding == b"gzip", source,
+                                                      max_body_bytes)
         except OTLPDecodeError as exc:
             return await error(send, 400, str(exc), is_json)
         except _TooLarge:
