@@ -248,9 +248,8 @@ class GroupCommitter:
         state: dict = {}
         for batch in group:
             state.update(batch.state)
-        stats = [b.stats for b in group]
-        result = await commit_until_stored(self.store, stats, self.stopping, self.what,
-                                           batches=[(b.prepared, b.extra) for b in group], state=state)
+        result = await commit_until_stored(self.store, [b.stats for b in group], self.stopping, self.what,
+                                           [(b.prepared, b.extra) for b in group], state)
         last = {batch.key: batch for batch in group}
         for batch in group:
             if last[batch.key] is not batch:
@@ -258,26 +257,23 @@ class GroupCommitter:
         await asyncio.gather(*(batch.after(result, True) for batch in last.values()))
 
 
-async def commit_until_stored(store: Store, stats: PartitionStats | list[PartitionStats], stopping: asyncio.Event,
-                              what: str, prepared=None, extra: Normalized | None = None, state: dict | None = None,
-                              batches: list | None = None) -> CommitResult | None:
+async def commit_until_stored(store: Store, stats: list[PartitionStats], stopping: asyncio.Event, what: str,
+                              batches: list, state: dict) -> CommitResult | None:
     """Commit in a worker thread; on failure wait and retry (never drop, never skip ahead).
 
     Returns None only when the service is stopping and the store still refuses: the caller then must not
     checkpoint, so the batch is read again after the restart.
     """
-    every = stats if isinstance(stats, list) else [stats]
-    batches = batches if batches is not None else [(prepared, extra)]
     delay = 0.5
     while True:
         try:
-            result = await asyncio.to_thread(write_group, store, batches, state or {})
-            for s in every:
+            result = await asyncio.to_thread(write_group, store, batches, state)
+            for s in stats:
                 s.error = None
             return result
         except Exception as exc:  # the store's problem, not the batch's: keep it and retry
             error = f"store commit failing: {type(exc).__name__}: {str(exc)[:200]}"
-            for s in every:
+            for s in stats:
                 s.error = error
             log.warning("%s: %s; holding the batch and retrying in %.1fs (check disk space and permissions of the "
                         "store file)", what, error, delay)

@@ -143,7 +143,7 @@ class BlobArchiveInput:
             batch = await asyncio.to_thread(split_lines, data[:cut], offset, source)
             new_offset = offset + cut
             result = await commit_until_stored(
-                self.store, stats, self.stopping, f"{self.name} {container}/{name}", batch, None,
+                self.store, [stats], self.stopping, f"{self.name} {container}/{name}", [(batch, None)],
                 {self._key(container, name): {"offset": new_offset, "size": size}})
             if result is None:
                 return records
