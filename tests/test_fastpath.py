@@ -108,6 +108,26 @@ def test_duplicates_inside_one_chunk_are_stored_once(tmp_path: Path):
     assert result.stored["logs"] == len(set(lines))
 
 
+def test_duplicates_across_chunks_of_one_insert_and_in_python_documents_are_stored_once(tmp_path: Path):
+    """An Event Hub group commit inserts several chunks in one statement, and a redelivered message repeats
+    a chunk whole (same row numbers); gateway records take the Python path and are deduplicated there."""
+    from aoai_monitor.pipeline import prepare_lines
+
+    lines = _lines()[:300]
+    prepared = prepare_lines(lines + lines, "src")
+    assert prepared.fast.num_rows and prepared.tables["logs"][0].num_rows  # both paths are exercised
+    store = Store(tmp_path / "s.duckdb")
+    with store.transaction() as tx:
+        tx.insert_fast_many([(prepared.fast, "src"), (prepared.fast, "src")])
+        table, lo, hi = prepared.tables["logs"]
+        tx.insert_arrow("logs", table, lo, hi)
+    distinct = len(set(lines))
+    assert store.count("logs") == distinct
+    assert sum(tx.result.stored.values()) == distinct
+    offered = 2 * prepared.fast.num_rows + prepared.tables["logs"][0].num_rows
+    assert tx.result.duplicates["logs"] == offered - distinct
+
+
 def test_parsed_records_store_the_same_rows_as_their_lines(tmp_path: Path):
     """Event Hub envelopes skip the per-line parse (prepare_records); the stored documents must not differ,
     down to event.original."""

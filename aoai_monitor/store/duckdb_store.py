@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import schema
 from ..normalize.common import key_id
@@ -191,9 +192,12 @@ class Store:
                 raise
 
     def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
+        # DISTINCT ON hashes every column of every row, a quarter of the insert's cost: pay it only when the
+        # batch repeats a record (the ids say so, and Arrow counts them in C++).
+        unique = pc.count_distinct(table.column("id")).as_py() == table.num_rows
+        rows = "_batch" if unique else "(SELECT DISTINCT ON (id) * FROM _batch)"
         return self._run_over(table, "_batch", _bind(
-            f"INSERT INTO {name} BY NAME "
-            f"SELECT b.* FROM (SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
+            f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id) FROM {rows}) b "
             f"{_ANTI_EXISTING.format(table=name)}", lo=lo, hi=hi))
 
     def _run_over(self, table: pa.Table, name: str, sql: str) -> int:
@@ -314,9 +318,13 @@ class Transaction:
         if not tables:
             return
         columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        # `n` numbers the rows of this statement, so the first row of each id can be kept by number: a small
+        # aggregate over (id, n) instead of DISTINCT ON, which would hash every column of every row.
+        columns = columns.set_column(0, "n", pa.array(range(columns.num_rows), pa.int64()))
         lo, hi = time_range_ms(columns)
         inserted = self.store._run_over(columns, "_fast_in", _bind(
-            f"INSERT INTO logs BY NAME SELECT b.* EXCLUDE (n) FROM (SELECT DISTINCT ON (id) * FROM ({FAST_SELECT})) b "
+            f"INSERT INTO logs BY NAME WITH b AS NOT MATERIALIZED ({FAST_SELECT}) "
+            "SELECT b.* EXCLUDE (n) FROM b SEMI JOIN (SELECT min(n) AS n FROM b GROUP BY id) k ON b.n = k.n "
             + _ANTI_EXISTING.format(table="logs"), ingested_ms=self.ingested_ms, lo=lo, hi=hi))
         self._count("logs", columns.num_rows, inserted)
 
