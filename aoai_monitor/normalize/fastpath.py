@@ -213,9 +213,9 @@ def _select_sql() -> str:
         + ["coalesce(CAST(CAST(t_durationMs AS BIGINT) AS VARCHAR), '')", "coalesce(t_AssetIdentity, '')",
            "coalesce(CAST(p_requestTime AS VARCHAR), '')", "coalesce(CAST(p_responseTime AS VARCHAR), '')",
            "coalesce(p_objectId, '')"])
-    h = "key_md5"
-    uuid = (f"CAST(substr({h},1,8)||'-'||substr({h},9,4)||'-'||substr({h},13,4)||'-'||"
-            f"substr({h},17,4)||'-'||substr({h},21,12) AS UUID)")
+    # DuckDB reads a UUID from 32 hex digits without hyphens: the md5 text casts straight to the id that
+    # records.py formats as 8-4-4-4-12.
+    uuid = "CAST(key_md5 AS UUID)"
     return f"""
 WITH base AS (
   SELECT *, lower(t_resourceId) AS rid,
