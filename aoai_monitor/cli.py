@@ -24,6 +24,11 @@ def main() -> None:
     """Watch Azure OpenAI in production: collect diagnostic logs and metrics, store, query, show, alert."""
 
 
+def _first_line(exc: BaseException) -> str:
+    """An engine error's message without its multi-line advice (we give our own)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def fail(message: str) -> None:
     click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
     sys.exit(2)
@@ -84,8 +89,12 @@ def _display(doc: dict) -> dict:
 @click.option("--retention", default=None, metavar="DURATION",
               help="After ingesting, delete documents older than this (e.g. 30d, 12h).")
 @click.option("--quiet", is_flag=True, help="No progress bar; print the summary only.")
-def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool) -> None:
+@click.option("--memory-limit", default=INGEST_MEMORY_LIMIT, show_default=True, metavar="SIZE",
+              help="DuckDB's memory budget for the ingest (e.g. 512MB, 2GB). Raise it if the store reports it ran "
+                   "out of memory; below 256MB a checkpoint of the wide logs table can fail.")
+def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str) -> None:
     """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
+    import duckdb
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from .pipeline import expand_inputs, ingest_files, total_bytes
@@ -102,18 +111,35 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     if not files:
         fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
     try:
-        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file). 128 MB is
-        # too little: a checkpoint of the 156-column logs table failed to allocate on a 1 M-record ingest.
-        store = Store(store_path, memory_limit=INGEST_MEMORY_LIMIT)
+        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file). 128 and
+        # 160 MB are too little: the checkpoint at the end of a 1 M-record ingest failed to allocate.
+        store = Store(store_path, memory_limit=memory_limit)
     except StoreError as exc:
         fail(str(exc))
+    except duckdb.Error as exc:
+        fail(f"cannot use --memory-limit {memory_limit!r}: {_first_line(exc)} (use e.g. 512MB or 2GB)")
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         TextColumn("{task.fields[records]:,} records"), TimeRemainingColumn(),
                         disable=quiet or not sys.stderr.isatty(), transient=True)
     with store, progress:
         task = progress.add_task("ingest", total=total_bytes(files), records=0)
-        summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n),
-                               on_batch=lambda s: progress.update(task, records=s.records))
+        committed = [0]
+
+        def on_batch(summary) -> None:
+            committed[0] = summary.records
+            progress.update(task, records=summary.records)
+
+        try:
+            summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n), on_batch=on_batch)
+        except duckdb.Error as exc:
+            # Every commit before the failure stands, and re-running skips those records as duplicates.
+            # A checkpoint that fails after a COMMIT surfaces only as "transaction is aborted" on the next
+            # statement, so anything but a plain out-of-memory error gets both likely causes.
+            hint = (f"raise --memory-limit (now {memory_limit}), e.g. --memory-limit 1GB"
+                    if isinstance(exc, duckdb.OutOfMemoryException)
+                    else f"check the disk has space and the store file is writable, or raise --memory-limit (now {memory_limit})")
+            fail(f"the store stopped the ingest after {committed[0]:,} records were committed: {_first_line(exc)}\n"
+                 f"  {hint}, then run the same command again: committed records are skipped as duplicates.")
         removed = store.prune(retention) if retention else None
     rate = summary.records / summary.seconds if summary.seconds else 0
     click.echo(f"{summary.files} file(s), {summary.records:,} records read: "

@@ -53,6 +53,25 @@ def test_ingest_query_and_formats(tmp_path: Path):
     assert "Audit" in table and "row(s)" in table
 
 
+def test_ingest_out_of_store_memory_says_what_to_do_and_a_rerun_completes(tmp_path: Path):
+    sys.path.insert(0, str(ROOT))
+    from bench.gen_records import write
+
+    data = tmp_path / "records.ndjson"
+    with open(data, "wb") as f:
+        write(3_000, f)
+    store = str(tmp_path / "s.duckdb")
+    proc = run("ingest", str(data), "--store", store, "--memory-limit", "16MB")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "Out of Memory" in err and "raise --memory-limit (now 16MB)" in err and "Traceback" not in err
+    proc = run("ingest", str(data), "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert "3,000 logs and 0 metrics stored" in proc.stdout.decode()
+    bad = run("ingest", str(data), "--store", store, "--memory-limit", "lots")
+    assert bad.returncode == 2 and b"cannot use --memory-limit 'lots'" in bad.stderr
+
+
 def test_query_refuses_writes_with_a_clear_error(tmp_path: Path):
     store = str(tmp_path / "s.duckdb")
     run("ingest", str(FIXTURES / "bare_array.json"), "--store", store)

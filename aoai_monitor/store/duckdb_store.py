@@ -89,6 +89,8 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         self.con.execute("SET TimeZone='UTC'")
         self.con.execute("SET preserve_insertion_order=false")
+        # DuckDB draws its own progress bar on stdout for statements over 2 s; our commands own their output.
+        self.con.execute("SET enable_progress_bar=false")
         if memory_limit:
             self.con.execute(f"SET memory_limit='{memory_limit}'")
         if threads:
@@ -188,7 +190,10 @@ class Store:
                     output.ship(tx)
                 self.con.execute("COMMIT")
             except BaseException:
-                self.con.execute("ROLLBACK")
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # e.g. the engine invalidated the database: the original error is the one to report
                 raise
 
     def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
@@ -207,7 +212,14 @@ class Store:
         Arrow data it references, until the transaction ends, so a bulk ingest's long transaction would
         hold every chunk it inserted (~11 MB each) in memory.
         """
-        return self.con.from_arrow(table).query(name, sql).fetchall()[0][0]
+        try:
+            return self.con.from_arrow(table).query(name, sql).fetchall()[0][0]
+        except duckdb.TransactionException as exc:
+            # When a relation's statement fails (out of memory, disk full), its clean-up reports "transaction
+            # is aborted" and hides the failure in __context__: raise the failure, which says what to fix.
+            if isinstance(exc.__context__, duckdb.Error):
+                raise exc.__context__ from None
+            raise
 
     # --- state, reading, retention ----------------------------------------------------------------------
 
