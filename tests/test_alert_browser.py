@@ -79,9 +79,10 @@ def test_alerts_and_slo_pages_render(url):
         assert page.locator("#save-rule").count() == 1
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "alerts.png"), full_page=True)
-        page.evaluate("() => { document.getElementById('view').dataset.ready = ''; }")
         page.goto(base + "/#/slo")
-        wait_until(page, "document.getElementById('view').dataset.ready === '1'")
+        # The alerts page may still redraw (the full-page screenshot resized the window): wait for the SLO route's.
+        wait_until(page, "document.getElementById('view').dataset.route === 'slo' && "
+                         "document.getElementById('view').dataset.ready === '1'")
         slo = page.text_content("#view")
         assert "target 99.5 % over 30 days" in slo and "budget remaining" in slo
         assert page.locator("[data-slo] svg.chart path").count() >= 4  # one burn-down line per deployment

@@ -961,6 +961,10 @@ async function render(quiet) {
   scheduleRefresh();
   const { path } = route();
   hideTip();
+  // "ready" belongs to the route being drawn: cleared here, set by that route's render once it is on screen.
+  const view = $("view");
+  view.dataset.ready = "";
+  view.dataset.route = path;
   const parts = path.split("/");
   if (parts[0] === "dash") return renderDashboard(parts[1], seq, quiet);
   if (parts[0] === "discover") return renderDiscover(seq);
