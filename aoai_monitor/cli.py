@@ -12,7 +12,12 @@ import orjson
 from . import __version__, schema
 from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 
-INGEST_MEMORY_LIMIT = "256MB"
+# A bulk ingest's DuckDB budget and threads. The checkpoint that ends a transaction pins compression buffers for
+# each of the logs table's ~156 columns per thread: with 2 threads, 160 MB failed at the end of a 1 M-record
+# ingest; with 1 it passes down to 128 MB. The worker processes use the other cores, so the second thread bought
+# no speed (bench/bench_ingest.py).
+INGEST_MEMORY_LIMIT = "160MB"
+INGEST_DUCKDB_THREADS = 1
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
     help="DuckDB store file (env AOAI_MONITOR_STORE).")
@@ -91,13 +96,13 @@ def _display(doc: dict) -> dict:
 @click.option("--quiet", is_flag=True, help="No progress bar; print the summary only.")
 @click.option("--memory-limit", default=INGEST_MEMORY_LIMIT, show_default=True, metavar="SIZE",
               help="DuckDB's memory budget for the ingest (e.g. 512MB, 2GB). Raise it if the store reports it ran "
-                   "out of memory; below 256MB a checkpoint of the wide logs table can fail.")
+                   "out of memory; below 128MB a checkpoint of the wide logs table can fail.")
 def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str) -> None:
     """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
     import duckdb
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from .pipeline import expand_inputs, ingest_files, total_bytes
+    from .pipeline import expand_inputs, ingest_files, return_large_buffers_to_the_os, total_bytes
 
     if retention:
         try:
@@ -111,13 +116,13 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     if not files:
         fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
     try:
-        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file). 128 and
-        # 160 MB are too little: the checkpoint at the end of a 1 M-record ingest failed to allocate.
-        store = Store(store_path, memory_limit=memory_limit)
+        # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file).
+        store = Store(store_path, memory_limit=memory_limit, threads=INGEST_DUCKDB_THREADS)
     except StoreError as exc:
         fail(str(exc))
     except duckdb.Error as exc:
         fail(f"cannot use --memory-limit {memory_limit!r}: {_first_line(exc)} (use e.g. 512MB or 2GB)")
+    return_large_buffers_to_the_os()
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         TextColumn("{task.fields[records]:,} records"), TimeRemainingColumn(),
                         disable=quiet or not sys.stderr.isatty(), transient=True)
