@@ -284,7 +284,7 @@ def return_large_buffers_to_the_os() -> None:
     """
     try:
         ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no mallopt in this C library (macOS, Windows)
         pass
 
 
