@@ -330,7 +330,7 @@ def _ingest_chunks(store: Store, prepared_chunks, summary: IngestSummary, on_bat
     try:
         for prepared in prepared_chunks:
             if transaction is None:
-                transaction = store.transaction()
+                transaction = store.transaction(bulk=True)
                 tx = transaction.__enter__()
             _insert_chunk(tx, prepared)
             pending += prepared.records
