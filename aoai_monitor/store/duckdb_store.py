@@ -200,41 +200,6 @@ class Store:
                     pass  # e.g. the engine invalidated the database: the original error is the one to report
                 raise
 
-    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int, bulk: bool) -> int:
-        # DISTINCT ON hashes every column of every row, a quarter of the insert's cost: pay it only when the
-        # batch repeats a record (the ids say so, and Arrow counts them in C++).
-        unique = pc.count_distinct(table.column("id")).as_py() == table.num_rows
-        rows = "_batch" if unique else "(SELECT DISTINCT ON (id) * FROM _batch)"
-        return self._run_over(table, "_batch", _bind(
-            f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id) FROM {rows}) b "
-            f"{_ANTI_EXISTING.format(table=name)}", lo=lo, hi=hi), bulk)
-
-    def _run_over(self, table: pa.Table, name: str, sql: str, bulk: bool) -> int:
-        """Run a write statement that reads `table` under `name`; returns its row count.
-
-        A registered view costs ~10-30 ms less per statement than a relation, which binds the statement twice
-        (a 100-record Event Hub group commit: 70 instead of 85 ms). But it is a catalog entry, and DuckDB keeps
-        a dropped entry, with the Arrow data it references, until the transaction ends: a bulk transaction
-        would hold every chunk it inserted (~10 MB each) in memory, so those read through a relation.
-        """
-        try:
-            if bulk:
-                return self.con.from_arrow(table).query(name, sql).fetchall()[0][0]
-            self.con.register(name, table)
-            try:
-                return self.con.execute(sql).fetchall()[0][0]
-            finally:
-                try:
-                    self.con.unregister(name)
-                except duckdb.Error:
-                    pass  # an aborted transaction: the statement's own error is the one to raise
-        except duckdb.TransactionException as exc:
-            # When a relation's statement fails (out of memory, disk full), its clean-up reports "transaction
-            # is aborted" and hides the failure in __context__: raise the failure, which says what to fix.
-            if isinstance(exc.__context__, duckdb.Error):
-                raise exc.__context__ from None
-            raise
-
     # --- state, reading, retention ----------------------------------------------------------------------
 
     def get_state(self, key: str, default=None):
@@ -306,6 +271,41 @@ class Transaction:
         self.result.stored[name] = self.result.stored.get(name, 0) + inserted
         self.result.duplicates[name] = self.result.duplicates.get(name, 0) + offered - inserted
 
+    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
+        # DISTINCT ON hashes every column of every row, a quarter of the insert's cost: pay it only when the
+        # batch repeats a record (the ids say so, and Arrow counts them in C++).
+        unique = pc.count_distinct(table.column("id")).as_py() == table.num_rows
+        rows = "_batch" if unique else "(SELECT DISTINCT ON (id) * FROM _batch)"
+        return self._run_over(table, "_batch", _bind(
+            f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id) FROM {rows}) b "
+            f"{_ANTI_EXISTING.format(table=name)}", lo=lo, hi=hi))
+
+    def _run_over(self, table: pa.Table, name: str, sql: str) -> int:
+        """Run a write statement that reads `table` under `name`; returns its row count.
+
+        A registered view costs ~10-30 ms less per statement than a relation, which binds the statement twice
+        (a 100-record Event Hub group commit: 70 instead of 85 ms). But it is a catalog entry, and DuckDB keeps
+        a dropped entry, with the Arrow data it references, until the transaction ends: a bulk transaction
+        would hold every chunk it inserted (~10 MB each) in memory, so those read through a relation.
+        """
+        try:
+            if self.bulk:
+                return self.con.from_arrow(table).query(name, sql).fetchall()[0][0]
+            self.con.register(name, table)
+            try:
+                return self.con.execute(sql).fetchall()[0][0]
+            finally:
+                try:
+                    self.con.unregister(name)
+                except duckdb.Error:
+                    pass  # an aborted transaction: the statement's own error is the one to raise
+        except duckdb.TransactionException as exc:
+            # When a relation's statement fails (out of memory, disk full), its clean-up reports "transaction
+            # is aborted" and hides the failure in __context__: raise the failure, which says what to fix.
+            if isinstance(exc.__context__, duckdb.Error):
+                raise exc.__context__ from None
+            raise
+
     def insert(self, name: str, docs: list[dict]) -> None:
         if not docs:
             return
@@ -317,10 +317,10 @@ class Transaction:
     def insert_rejects_arrow(self, dead: pa.Table | None) -> None:
         if dead is None:
             return
-        self.result.dead_lettered += self.store._run_over(
+        self.result.dead_lettered += self._run_over(
             dead, "_dead_batch",
             "INSERT INTO dead_letters BY NAME SELECT DISTINCT ON (id) CAST(id AS UUID) AS id, * EXCLUDE (id) "
-            "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)", self.bulk)
+            "FROM _dead_batch WHERE CAST(id AS UUID) NOT IN (SELECT id FROM dead_letters)")
 
     def insert_arrow(self, name: str, table: pa.Table, lo: int, hi: int) -> None:
         """Insert a table made by docs_to_arrow (e.g. in a worker process)."""
@@ -331,7 +331,7 @@ class Transaction:
             if self.store.pricer is not None:  # cost at ingest: fills the aoai.cost.* columns (docs/cost.md)
                 table, state = self.store.pricer(name, table)
                 self.set_state(state)
-            self._count(name, table.num_rows, self.store._insert_new(name, table, lo, hi, self.bulk))
+            self._count(name, table.num_rows, self._insert_new(name, table, lo, hi))
 
     def insert_fast(self, columns: pa.Table | None, source: str) -> None:
         """Insert records extracted by normalize.fastpath.extract; DuckDB applies the rules to whole columns."""
@@ -348,12 +348,12 @@ class Transaction:
         columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         # `n` numbers the rows of this statement, so the first row of each id can be kept by number: a small
         # aggregate over (id, n) instead of DISTINCT ON, which would hash every column of every row.
-        columns = columns.set_column(0, "n", pa.array(range(columns.num_rows), pa.int64()))
+        columns = columns.set_column(columns.column_names.index("n"), "n", pa.array(range(columns.num_rows), pa.int64()))
         lo, hi = time_range_ms(columns)
-        inserted = self.store._run_over(columns, "_fast_in", _bind(
+        inserted = self._run_over(columns, "_fast_in", _bind(
             f"INSERT INTO logs BY NAME WITH b AS NOT MATERIALIZED ({FAST_SELECT}) "
             "SELECT b.* EXCLUDE (n) FROM b SEMI JOIN (SELECT min(n) AS n FROM b GROUP BY id) k ON b.n = k.n "
-            + _ANTI_EXISTING.format(table="logs"), ingested_ms=self.ingested_ms, lo=lo, hi=hi), self.bulk)
+            + _ANTI_EXISTING.format(table="logs"), ingested_ms=self.ingested_ms, lo=lo, hi=hi))
         self._count("logs", columns.num_rows, inserted)
 
     def set_state(self, values: dict[str, object]) -> None:
