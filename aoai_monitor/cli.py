@@ -138,8 +138,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
             summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n), on_batch=on_batch)
         except duckdb.Error as exc:
             # Every commit before the failure stands, and re-running skips those records as duplicates.
-            # A checkpoint that fails after a COMMIT surfaces only as "transaction is aborted" on the next
-            # statement, so anything but a plain out-of-memory error gets both likely causes.
+            # Anything but a plain out-of-memory error (a full disk, an unwritable file, a checkpoint that
+            # failed at COMMIT) gets both likely causes.
             hint = (f"raise --memory-limit (now {memory_limit}), e.g. --memory-limit 1GB"
                     if isinstance(exc, duckdb.OutOfMemoryException)
                     else f"check the disk has space and the store file is writable, or raise --memory-limit (now {memory_limit})")
