@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .normalize import Normalized, decode_line, decode_payload, normalize_decoded
 from .normalize.decode import Decoded, Reject
@@ -139,10 +141,13 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 # milliseconds on the wide logs table) more often; larger ones hold more in flight (workers + 1 blocks and
 # their prepared tables). 6 MiB ingests as fast as 8 MiB and peaks ~25 MB lower (bench/bench_ingest.py).
 CHUNK_BYTES = 6 << 20
-# Records per bulk-ingest transaction: just over DuckDB's row group (122,880 rows). A transaction that fills
-# a row group writes it straight into the file; smaller ones go through the write-ahead log and are copied
-# again at the next checkpoint, which doubles the cost of storing a record (bench/bench_ingest.py).
-TX_RECORDS = 131_072
+# DuckDB's row group: the unit its storage compresses, and the unit a checkpoint rewrites.
+ROW_GROUP_ROWS = 122_880
+# A bulk ingest commits each time a table gained exactly one row group of new rows. A transaction of another
+# size leaves a partial row group between full ones, and a later checkpoint merges it with its neighbours by
+# rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its 71 s in the
+# checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
+MAX_TX_RECORDS = 4 * ROW_GROUP_ROWS
 
 
 @dataclass
@@ -187,7 +192,14 @@ def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], co
         if positions and len(batch.rejects) != before:
             batch.rejects[before:] = [(f"{source}:{positions[i]}", reason, raw)
                                       for _, reason, raw in batch.rejects[before:]]
-    prepared = PreparedChunk(source, fast, records=count - len(leftovers) + batch.records)
+    return _chunk(source, batch, fast, count - len(leftovers) + batch.records, ingested_ms)
+
+
+def _chunk(source: str, batch: Normalized, fast=None, records: int | None = None,
+           ingested_ms: int | None = None) -> PreparedChunk:
+    """A normalized batch (plus fast-path columns) as Arrow tables for one insert."""
+    ingested_ms = ingested_ms or int(time.time() * 1000)
+    prepared = PreparedChunk(source, fast, records=batch.records if records is None else records)
     for name, docs in (("logs", batch.logs), ("metrics", batch.metrics)):
         if docs:
             prepared.tables[name] = docs_to_arrow(name, docs, ingested_ms)
@@ -294,58 +306,102 @@ def _more(stream) -> bool:
 
 def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None] | None = None,
                  on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
-    """Ingest files; NDJSON chunks are prepared by worker processes while this one commits (in order)."""
+    """Ingest files; NDJSON chunks are prepared by worker processes while this one commits (in order).
+
+    All files feed one stream of transactions, so many small files (hourly archive blobs) commit as few
+    whole row groups, not one partial row group each.
+    """
     summary = IngestSummary()
     started = time.perf_counter()
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    pool = None
+    pools: list[ProcessPoolExecutor] = []
     try:
-        for path in files:
-            summary.files += 1
-            source = f"file:{path}"
-            with _open(path) as stream:
-                if _looks_like_ndjson(stream):
-                    blocks = _blocks(stream, on_bytes)
-                    if workers > 1 and pool is None and path.stat().st_size > CHUNK_BYTES:
-                        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-                    # Bulk files commit ~TX_RECORDS at a time. Each block is inserted as soon as it is
-                    # ready, so memory holds a few blocks, not a transaction's worth.
-                    _ingest_chunks(store, _prepared_in_order(blocks, source, pool, workers), summary, on_batch)
-                    continue
-            for batch in read_batches(path, on_bytes=on_bytes):
-                summary.records += batch.records
-                summary.result.add(store.commit(batch.logs, batch.metrics, batch.rejects))
-                if on_batch:
-                    on_batch(summary)
+        _ingest_chunks(store, _file_chunks(files, summary, on_bytes, workers, pools), summary, on_batch)
     finally:
-        if pool:
+        for pool in pools:
             pool.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _ingest_chunks(store: Store, prepared_chunks, summary: IngestSummary, on_batch) -> None:
-    pending = 0
-    transaction = None
+def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: int,
+                 pools: list[ProcessPoolExecutor]) -> Iterator[PreparedChunk]:
+    """Prepared chunks of every file in order. NDJSON streams through the worker pool (started, into `pools`,
+    by the first file large enough to need it); anything else is decoded whole here."""
+    for path in files:
+        summary.files += 1
+        source = f"file:{path}"
+        with _open(path) as stream:
+            if _looks_like_ndjson(stream):
+                if workers > 1 and not pools and path.stat().st_size > CHUNK_BYTES:
+                    pools.append(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
+                yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers)
+                continue
+        for batch in read_batches(path, on_bytes=on_bytes):
+            yield _chunk(source, batch)
+
+
+def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch) -> None:
+    """Insert chunks as they come (memory holds a few, not a transaction's worth), committing whenever a table
+    gained a whole row group of new rows (ROW_GROUP_ROWS): a chunk that crosses the boundary is split there."""
+    transaction = tx = None
+    records = 0
     try:
-        for prepared in prepared_chunks:
-            if transaction is None:
-                transaction = store.transaction(bulk=True)
-                tx = transaction.__enter__()
-            _insert_chunk(tx, prepared)
-            pending += prepared.records
-            if pending >= TX_RECORDS:
-                transaction.__exit__(None, None, None)
-                transaction = None
-                _account(summary, tx.result, pending, on_batch)
-                pending = 0
+        for chunk in prepared_chunks:
+            while chunk is not None:
+                if transaction is None:
+                    transaction = store.transaction(bulk=True)
+                    tx = transaction.__enter__()
+                    records = 0
+                room = {name: ROW_GROUP_ROWS - tx.result.stored.get(name, 0) for name in ("logs", "metrics")}
+                head, chunk = _split_chunk(chunk, room)
+                _insert_chunk(tx, head)
+                records += head.records
+                if records >= MAX_TX_RECORDS or any(tx.result.stored.get(name, 0) >= ROW_GROUP_ROWS for name in room):
+                    transaction.__exit__(None, None, None)
+                    transaction = None
+                    _account(summary, tx.result, records, on_batch)
         if transaction is not None:
             transaction.__exit__(None, None, None)
             transaction = None
-            _account(summary, tx.result, pending, on_batch)
+            _account(summary, tx.result, records, on_batch)
     finally:
         if transaction is not None:  # an exception escaped: roll back the open transaction
             transaction.__exit__(*sys.exc_info())
+
+
+def _split_chunk(chunk: PreparedChunk, room: dict[str, int]) -> tuple[PreparedChunk, PreparedChunk | None]:
+    """(at most `room[table]` documents of each table, the rest or None). Records are independent, so the
+    parts may commit in different transactions; dead letters go with the first part."""
+    fast_rows = chunk.fast.num_rows if chunk.fast is not None else 0
+    rows = {name: chunk.tables[name][0].num_rows if name in chunk.tables else 0 for name in room}
+    rows["logs"] += fast_rows
+    if all(rows[name] <= room[name] for name in room):
+        return chunk, None
+    head = PreparedChunk(chunk.source, rejects=chunk.rejects)
+    rest = PreparedChunk(chunk.source)
+    take = room["logs"]
+    if fast_rows:
+        head.fast, rest.fast = chunk.fast.slice(0, min(take, fast_rows)), chunk.fast.slice(min(take, fast_rows))
+        take -= head.fast.num_rows
+    for name, (table, lo, hi) in chunk.tables.items():
+        keep = take if name == "logs" else room[name]
+        if keep >= table.num_rows:
+            head.tables[name] = (table, lo, hi)
+        elif keep <= 0:
+            rest.tables[name] = (table, lo, hi)
+        else:
+            head.tables[name] = _with_bounds(table.slice(0, keep))
+            rest.tables[name] = _with_bounds(table.slice(keep))
+    head.records = min(chunk.records, sum(min(rows[name], room[name]) for name in room))
+    rest.records = chunk.records - head.records
+    return head, rest
+
+
+def _with_bounds(table) -> tuple[object, int, int]:
+    """A docs_to_arrow table with its @timestamp range in epoch ms, as insert_arrow takes it."""
+    bounds = pc.min_max(table.column("@timestamp").cast(pa.int64()))
+    return table, bounds["min"].as_py(), bounds["max"].as_py()
 
 
 def _account(summary: IngestSummary, result: CommitResult, records: int, on_batch) -> None:

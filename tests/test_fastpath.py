@@ -146,3 +146,52 @@ def test_parsed_records_store_the_same_rows_as_their_lines(tmp_path: Path):
         diffs = {c: (f, s) for c, f, s in zip(cols, x, y) if f != s and c != "event.original"}
         assert not diffs, diffs
         assert orjson.loads(x[cols.index("event.original")]) == orjson.loads(y[cols.index("event.original")])
+
+
+def _metric(i: int) -> dict:
+    return {"time": f"2025-07-14T12:{i // 60 % 60:02d}:{i % 60:02d}.0000000Z", "metricName": "AzureOpenAIRequests",
+            "timeGrain": "PT1M", "total": i, "count": i, "minimum": 1, "maximum": 1, "average": 1, "resourceId": RID}
+
+
+def test_bulk_ingest_commits_whole_row_groups_and_loses_nothing_at_the_splits(tmp_path: Path, monkeypatch):
+    """Every transaction of a file ingest but the last adds exactly one row group of rows to a table (a partial
+    one would be rewritten by a later checkpoint), whatever the chunking, the mix of paths, duplicates, or how
+    many files feed it; the rows stored are the ones a single transaction stores."""
+    from aoai_monitor import pipeline
+    from aoai_monitor.pipeline import ingest_files
+
+    lines = [orjson.dumps(r).decode() for r in records(1300, seed=5)]
+    mixed = lines[:700] + [orjson.dumps(_metric(i)).decode() for i in range(300)] + ["{not json", "[1, 2"] + lines[700:]
+    (tmp_path / "a.ndjson").write_text("\n".join(mixed) + "\n")
+    (tmp_path / "b.json").write_text(orjson.dumps({"records": [orjson.loads(x) for x in lines[:150]]},
+                                                  option=orjson.OPT_INDENT_2).decode())  # a duplicate, not NDJSON
+    extra = [orjson.dumps(r).decode() for r in records(450, seed=6)]
+    (tmp_path / "c.ndjson").write_text("\n".join(lines[1000:1100] + extra) + "\n")  # 100 duplicates of a.ndjson
+    files = [tmp_path / n for n in ("a.ndjson", "b.json", "c.ndjson")]
+
+    reference = Store(tmp_path / "reference.duckdb")
+    ingest_files(reference, files, workers=1)  # one transaction: the files hold far less than a row group
+
+    monkeypatch.setattr(pipeline, "ROW_GROUP_ROWS", 256)
+    monkeypatch.setattr(pipeline, "MAX_TX_RECORDS", 1024)
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 100_000)  # chunks of ~110 records, from two worker processes
+    store = Store(tmp_path / "aligned.duckdb")
+    added: list[dict] = []
+    seen = {"logs": 0, "metrics": 0}
+
+    def on_batch(summary) -> None:
+        stored = dict(summary.result.stored)
+        added.append({t: stored.get(t, 0) - seen[t] for t in seen})
+        seen.update({t: stored.get(t, 0) for t in seen})
+
+    summary = ingest_files(store, files, on_batch=on_batch, workers=2)
+    assert len(added) > 5
+    for tx in added[:-1]:
+        assert max(tx.values()) == 256, added
+    assert all(max(tx.values()) <= 256 for tx in added)
+    assert summary.records == 1300 + 300 + 2 + 150 + 550
+    assert summary.duplicates == 250 and summary.result.dead_lettered == 2
+    for table in ("logs", "metrics", "dead_letters"):
+        ids = "SELECT id FROM {} ORDER BY id".format(table)
+        assert store.cursor().execute(ids).fetchall() == reference.cursor().execute(ids).fetchall(), table
+    assert store.count("logs") == 1300 + 450 and store.count("metrics") == 300
