@@ -18,6 +18,9 @@ from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 # no speed (bench/bench_ingest.py).
 INGEST_MEMORY_LIMIT = "160MB"
 INGEST_DUCKDB_THREADS = 1
+# Bulk transactions are one row group each (pipeline.ROW_GROUP_ROWS): checkpoint after every one, so the
+# memory budget holds one uncompressed row group, not the service's two.
+INGEST_CHECKPOINT_THRESHOLD = "16MB"
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",
     help="DuckDB store file (env AOAI_MONITOR_STORE).")
@@ -117,7 +120,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
         fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
     try:
         # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file).
-        store = Store(store_path, memory_limit=memory_limit, threads=INGEST_DUCKDB_THREADS)
+        store = Store(store_path, memory_limit=memory_limit, threads=INGEST_DUCKDB_THREADS,
+                      checkpoint_threshold=INGEST_CHECKPOINT_THRESHOLD)
     except StoreError as exc:
         fail(str(exc))
     except duckdb.Error as exc:

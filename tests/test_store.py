@@ -14,7 +14,7 @@ from aoai_monitor.normalize import normalize_payload
 from aoai_monitor.pipeline import expand_inputs, ingest_files
 from aoai_monitor.query.sql import QueryError, open_for_queries, run_query
 from aoai_monitor.store import Store, StoreError
-from tests.core_helpers import FIXTURES, SAMPLES, fixture
+from tests.core_helpers import FIXTURES, ROOT, SAMPLES, fixture
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -143,3 +143,28 @@ def test_query_cannot_read_files(tmp_path: Path):
 def test_missing_store_error_says_what_to_do(tmp_path: Path):
     with pytest.raises(StoreError, match="aoai-monitor ingest"):
         open_for_queries(str(tmp_path / "nope.duckdb"))
+
+
+def test_rows_committed_before_a_crash_are_replayed_from_the_write_ahead_log(tmp_path: Path):
+    """Writers checkpoint only every CHECKPOINT_THRESHOLD of log (small commits would otherwise rewrite the last
+    row group again and again), so committed rows live in the WAL meanwhile: a crash must not lose them."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.duckdb"
+    script = (
+        "import os, sys\n"
+        "import orjson\n"
+        "from aoai_monitor.pipeline import ingest_lines\n"
+        "from aoai_monitor.store import Store\n"
+        "from bench.gen_records import records\n"
+        "store = Store(sys.argv[1])\n"
+        "for i in range(20):\n"
+        "    lines = [orjson.dumps(r).decode() for r in records(200, seed=100 + i)]\n"
+        "    ingest_lines(store, lines, f'crash-{i}', state={'position': i})\n"
+        "os._exit(0)  # no close, no checkpoint: as if killed\n")
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=120, cwd=ROOT)
+    assert Path(f"{path}.wal").stat().st_size > 1 << 20  # the rows were only in the log
+    store = Store(path, read_only=True)
+    assert store.count("logs") == 20 * 200
+    assert store.get_state("position") == 19
