@@ -12,7 +12,6 @@ import gzip
 import io
 import multiprocessing
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -344,30 +343,24 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
 def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch) -> None:
     """Insert chunks as they come (memory holds a few, not a transaction's worth), committing whenever a table
     gained a whole row group of new rows (ROW_GROUP_ROWS): a chunk that crosses the boundary is split there."""
-    transaction = tx = None
-    records = 0
-    try:
-        for chunk in prepared_chunks:
-            while chunk is not None:
-                if transaction is None:
-                    transaction = store.transaction(bulk=True)
-                    tx = transaction.__enter__()
-                    records = 0
+    chunks = iter(prepared_chunks)
+    chunk = next(chunks, None)
+    while chunk is not None:
+        records = 0
+        with store.transaction(bulk=True) as tx:
+            while True:
                 room = {name: ROW_GROUP_ROWS - tx.result.stored.get(name, 0) for name in ("logs", "metrics")}
                 head, chunk = _split_chunk(chunk, room)
                 _insert_chunk(tx, head)
                 records += head.records
                 if records >= MAX_TX_RECORDS or any(tx.result.stored.get(name, 0) >= ROW_GROUP_ROWS for name in room):
-                    transaction.__exit__(None, None, None)
-                    transaction = None
-                    _account(summary, tx.result, records, on_batch)
-        if transaction is not None:
-            transaction.__exit__(None, None, None)
-            transaction = None
-            _account(summary, tx.result, records, on_batch)
-    finally:
-        if transaction is not None:  # an exception escaped: roll back the open transaction
-            transaction.__exit__(*sys.exc_info())
+                    break
+                chunk = chunk if chunk is not None else next(chunks, None)
+                if chunk is None:
+                    break
+        _account(summary, tx.result, records, on_batch)
+        if chunk is None:
+            chunk = next(chunks, None)
 
 
 def _split_chunk(chunk: PreparedChunk, room: dict[str, int]) -> tuple[PreparedChunk, PreparedChunk | None]:
