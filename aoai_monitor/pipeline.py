@@ -8,6 +8,7 @@ read whole and decoded by the tolerant chain in normalize.decode.
 from __future__ import annotations
 
 import ctypes
+import gc
 import gzip
 import io
 import multiprocessing
@@ -319,6 +320,7 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
     finally:
         for pool in pools:
             pool.shutdown()
+            gc.unfreeze()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -333,11 +335,20 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
         with _open(path) as stream:
             if _looks_like_ndjson(stream):
                 if workers > 1 and not pools and path.stat().st_size > CHUNK_BYTES:
-                    pools.append(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
+                    pools.append(_worker_pool(workers))
                 yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers)
                 continue
         for batch in read_batches(path, on_bytes=on_bytes):
             yield _chunk(source, batch)
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Forked processes for prepare_block, with this process's objects frozen out of their garbage collector
+    (until ingest_files unfreezes them) before any is forked. A child that collects what it inherited runs
+    finalizers of objects that are not its own: a DuckDB connection open here, finalized in a worker, crashed
+    it. Freezing also keeps the collector from touching, and so copying, the pages the children share."""
+    gc.freeze()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
 def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch) -> None:
