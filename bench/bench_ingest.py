@@ -72,24 +72,17 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _pss_mb(pid: int) -> float:
-    """PSS of a process: it shares pages among the processes that map them, so the PSS of the ingest and its
-    forked workers adds up to what they use together (their RSS would count shared pages twice)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def _proc_mb(pid: int, file: str, field: str) -> float:
+    """A kB figure of /proc/<pid>/<file> in MB (0 once the process is gone).
 
-
-def _rss_mb(pid: int) -> float:
-    """VmRSS from /proc/<pid>/status: cheap to read, unlike smaps_rollup, which walks the page tables under
-    the process's memory lock (sampling it every 20 ms slowed the ingest by a fifth)."""
+    The ingest's own RSS comes from `status` (VmRSS), cheap to read every 20 ms; the PSS of it and its forked
+    workers, which adds up to what they use together (their RSS would count shared pages twice), comes from
+    `smaps_rollup` (Pss), which walks the page tables under the process's memory lock: read every 20 ms, it
+    slowed the ingest by a fifth.
+    """
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -106,9 +99,9 @@ def ours(path: Path, store_path: Path, records: int) -> tuple[float, float, floa
     own = total = 0.0
     ticks = 0
     while proc.poll() is None:
-        own = max(own, _rss_mb(proc.pid))
+        own = max(own, _proc_mb(proc.pid, "status", "VmRSS"))
         if ticks % 25 == 0:
-            total = max(total, sum(_pss_mb(pid) for pid in _tree(proc.pid)))
+            total = max(total, sum(_proc_mb(pid, "smaps_rollup", "Pss") for pid in _tree(proc.pid)))
         ticks += 1
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
