@@ -5,6 +5,7 @@ what the store holds, the cost, and the link to a gateway log written for the sa
 from __future__ import annotations
 
 import asyncio
+import time
 
 import openai
 import pytest
@@ -145,6 +146,12 @@ def test_streaming_usage_injected_hidden_and_counted(pipeline):
     asked = list(client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}], stream=True,
                                                 stream_options={"include_usage": True}))
     assert asked[-1].usage.completion_tokens == 3 and asked[-1].choices == []
+    # The caller's own extra_body is kept beside the injected stream_options, and the usage chunk still hidden.
+    extra = list(client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                                extra_body={"user_tag": "t1"}))
+    assert not any(c.usage for c in extra)
+    assert pipeline.api.calls[-1]["body"]["user_tag"] == "t1"
+    assert pipeline.api.calls[-1]["body"]["stream_options"] == {"include_usage": True}
     old = pipeline.client(api_version="2024-06-01")
     text = "".join(c.choices[0].delta.content or "" for c in old.chat.completions.create(
         model="dep", messages=[{"role": "user", "content": "hi"}], stream=True) if c.choices)
@@ -161,7 +168,7 @@ def test_streaming_usage_injected_hidden_and_counted(pipeline):
     assert (c["aoai.tokens.output"], c["aoai.tokens.estimated"], c["gen_ai.usage.output_tokens"], c["aoai.cost"]) == (3, True, None, None)
     ttft = pipeline.store.cursor().execute(
         "SELECT sum(\"metric.count\") FROM app_metrics WHERE \"metric.name\" = 'gen_ai.client.operation.time_to_first_chunk'").fetchone()
-    assert ttft == (3,)
+    assert ttft == (4,)
 
 
 def test_errors_429_and_content_filter(pipeline):
@@ -251,6 +258,7 @@ def test_openai_v2_keeps_plain_openai_and_azure_gets_one_span():
         with AzureOpenAIStandin() as api:
             azure = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
             azure.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            provider.force_flush()
             azure_spans = exporter.get_finished_spans()
             plain = openai.OpenAI(base_url=f"{api.endpoint}/openai/deployments/dep", api_key="k", max_retries=0)
             plain.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
@@ -262,3 +270,120 @@ def test_openai_v2_keeps_plain_openai_and_azure_gets_one_span():
     plain_span = exporter.get_finished_spans()[-1]
     assert plain_span.instrumentation_scope.name != "aoai_monitor.instrument"
     assert "azure.ai.openai" not in plain_span.attributes.values()
+
+
+@pytest.mark.parametrize("sampler_name", ["default", "ratio-0", "always-on", "unsampled-caller"])
+def test_call_span_is_the_current_span_during_the_request(sampler_name):
+    """The span's identity is made when the call starts (the SDK span when it ends, off the caller's
+    thread): an HTTP-level span started during the request is its child, the traceparent sent names it,
+    the call's span is the app span's child, and the sampler's decision is the one the SDK then makes."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    sampler = {"ratio-0": ParentBased(TraceIdRatioBased(0.0)), "always-on": ALWAYS_ON}.get(sampler_name)
+    # An upstream service that did not sample this trace (its traceparent's flags 00).
+    upstream = propagate.extract({"traceparent": f"00-{7:032x}-{9:016x}-00"} if sampler_name == "unsampled-caller" else {})
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(**({"sampler": sampler} if sampler else {}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = provider.get_tracer("app")
+    seen: list[tuple] = []
+
+    def http_span(request):  # what an HTTP client instrumentation does inside the call
+        carrier: dict = {}
+        propagate.inject(carrier)
+        current = trace.get_current_span().get_span_context()
+        with app.start_as_current_span("POST") as http:
+            seen.append((current, http.get_span_context().span_id, carrier))
+
+    instrument(tracer_provider=provider, pricer=None)
+    try:
+        with AzureOpenAIStandin() as api:
+            client = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0,
+                                        http_client=openai.DefaultHttpxClient(event_hooks={"request": [http_span]}))
+            with app.start_as_current_span("GET /checkout", context=upstream) as request_span:
+                client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            root_call = client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            assert root_call.id
+            provider.force_flush()
+    finally:
+        uninstrument()
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    calls = [s for s in spans.values() if s.instrumentation_scope.name == "aoai_monitor.instrument"]
+    (under_app, under_app_http, under_app_carrier), (root, root_http, root_carrier) = seen
+    if sampler_name == "ratio-0":
+        assert spans == {} and not under_app.trace_flags.sampled and not root.trace_flags.sampled
+        assert int(under_app_carrier["traceparent"][-2:], 16) & 1 == 0  # not sampled
+        return
+    if sampler_name == "unsampled-caller":  # the default sampler follows the caller; a call with no parent is sampled
+        assert not under_app.trace_flags.sampled and under_app.trace_id == 7
+        assert [s.context.span_id for s in calls] == [root.span_id] and len(spans) == 2
+        assert spans[root_http].parent.span_id == root.span_id and root.trace_flags.sampled
+        return
+    assert len(calls) == 2 and len(spans) == 5
+    call_span = next(s for s in calls if s.context.span_id == under_app.span_id)
+    assert call_span.parent.span_id == request_span.get_span_context().span_id
+    assert call_span.context.trace_id == request_span.get_span_context().trace_id == under_app.trace_id
+    assert spans[under_app_http].parent.span_id == call_span.context.span_id
+    assert under_app_carrier["traceparent"] == (
+        f"00-{call_span.context.trace_id:032x}-{call_span.context.span_id:016x}-{call_span.context.trace_flags:02x}")
+    assert call_span.start_time <= spans[under_app_http].start_time <= spans[under_app_http].end_time <= call_span.end_time
+    root_span = next(s for s in calls if s.context.span_id == root.span_id)
+    assert root_span.parent is None and root_span.context.trace_id == root.trace_id != call_span.context.trace_id
+    assert spans[root_http].parent.span_id == root_span.context.span_id
+    assert root_span.context.trace_flags.sampled and root.trace_flags.sampled
+
+
+EXIT_SCRIPT = """
+import sys, openai
+from aoai_monitor.instrument import _finisher, instrument  # imported before the provider: its exit hook runs after the provider's
+_finisher.INTERVAL = 3600  # the finisher thread never gets to these calls: only the exit can
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+class Names(SpanExporter):
+    def export(self, spans):
+        for s in spans:
+            print("exported", s.name, s.attributes.get("gen_ai.usage.output_tokens"), flush=True)
+        return SpanExportResult.SUCCESS
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(Names()))
+instrument(tracer_provider=provider, pricer=None)
+client = openai.AzureOpenAI(azure_endpoint=sys.argv[1], api_key="k", api_version="2024-10-21", max_retries=0)
+for _ in range(3):
+    client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+print("calls done", flush=True)
+"""
+
+
+def test_spans_of_ended_calls_are_exported_at_interpreter_exit(tmp_path):
+    """Spans are finished on a background thread: a process that exits right after its calls, without
+    flushing, still exports every one (the provider's exit shutdown finishes the queued calls first)."""
+    import subprocess
+    import sys
+
+    with AzureOpenAIStandin() as api:
+        out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, api.endpoint], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == ["calls done"] + ["exported chat dep 8"] * 3
+
+
+def test_spans_end_within_the_finisher_interval_without_a_flush():
+    from aoai_monitor.instrument import _finisher
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument(tracer_provider=provider, pricer=None)
+    try:
+        with AzureOpenAIStandin() as api:
+            client = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
+            client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            deadline = time.monotonic() + 20 * _finisher.INTERVAL
+            while not exporter.get_finished_spans() and time.monotonic() < deadline:
+                time.sleep(_finisher.INTERVAL / 5)
+            assert [s.name for s in exporter.get_finished_spans()] == ["chat dep"]
+    finally:
+        uninstrument()

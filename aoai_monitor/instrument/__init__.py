@@ -6,8 +6,9 @@
 or zero-code: `opentelemetry-instrument python app.py` (entry point `aoai_azure_openai`), or
 `setup(endpoint="http://localhost:4318", token=..., service_name="my-app")` to configure OTLP export to
 aoai-monitor and instrument in one call. Chat completions, Responses and embeddings; sync, async and
-streaming. See docs/instrumentation.md for the attributes, metrics and what differs from
-opentelemetry-instrumentation-openai-v2.
+streaming. Spans end and metric points are recorded on a background thread within 50 ms of a call's
+end; `flush()` (or the providers' force_flush/shutdown) does it at once. See docs/instrumentation.md
+for the attributes, metrics and what differs from opentelemetry-instrumentation-openai-v2.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable
 
 from ._state import DURATION_BUCKETS, STATE, TOKEN_BUCKETS, Options
 
-__all__ = ["Options", "instrument", "setup", "uninstrument"]
+from ._finisher import flush
+
+__all__ = ["Options", "flush", "instrument", "setup", "uninstrument"]
 _SCOPE = "aoai_monitor.instrument"
 _UNSET = object()
 
@@ -39,8 +42,11 @@ def instrument(*, tracer_provider=None, meter_provider=None, capture_content: bo
     """
     from opentelemetry import metrics, trace
 
+    from ._finisher import flush_at_exit, flush_first
     from ._patch import patch
+    from ._span_start import DeferredStart
 
+    flush()  # calls that ended under the previous providers and options finish with them
     if capture_content is None:
         capture_content = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() in ("true", "1")
     from .. import __version__
@@ -60,14 +66,21 @@ def instrument(*, tracer_provider=None, meter_provider=None, capture_content: bo
     STATE.options = Options(capture_content=capture_content, redact=redact, stream_usage=stream_usage,
                             elastic_apm_labels=elastic_apm_labels)
     STATE.tracer = tracer
+    STATE.deferred_start = DeferredStart.for_tracer(tracer)
+    # Spans and metric points are completed on a background thread (_finisher.py); flushing or shutting
+    # down the providers finishes the waiting calls first, so nothing that ended is missing from an export.
+    flush_first(tracer_provider or trace.get_tracer_provider())
+    flush_first(meter_provider or metrics.get_meter_provider())
+    flush_at_exit()
     patch()
 
 
 def uninstrument() -> None:
-    """Put the openai classes back as they were."""
+    """Put the openai classes back as they were, after finishing the spans of calls that ended."""
     from ._patch import unpatch
 
     unpatch()
+    flush()
 
 
 def setup(endpoint: str = "http://localhost:4318", token: str | None = None, service_name: str | None = None,

@@ -1,11 +1,13 @@
-"""One instrumented Azure OpenAI call: request attributes, response / stream / error handling, span end.
+"""One instrumented Azure OpenAI call: what the caller's thread notes, and what the finisher makes of it.
 
 The wrappers (_patch.py) make a `Call` per request. A call asks the SDK for the raw response (the
 mechanism `with_raw_response` uses), so the request-id headers are read without a second request, then
-parses it exactly as the SDK would have. Everything is set on the span with one `set_attributes` at
-the end, which keeps the overhead per call small (bench/bench_instrument.py). Spans carry the GenAI
-convention names plus the Azure facts that have none (aoai.*); the receiver derives the unified aoai.*
-store fields (deployment, model, tokens, status) from the convention names, so they are not sent twice.
+parses it exactly as the SDK would have. On the caller's thread a call only starts its span, keeps
+references to what it saw (headers, response, usage, error) and, when it ends, queues itself; the
+finisher thread (_finisher.py) turns that into attributes, ends the span at the call's end time and
+records the GenAI metrics (`finish`). Spans carry the GenAI convention names plus the Azure facts that
+have none (aoai.*); the receiver derives the unified aoai.* store fields (deployment, model, tokens,
+status) from the convention names, so they are not sent twice.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
+from . import _finisher
 from ._state import STATE, ClientInfo
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # openai's own switch for with_raw_response
@@ -29,6 +32,7 @@ OPERATIONS = {  # kind → (gen_ai.operation.name, aoai.operation as the service
     "responses": ("chat", "Responses_Create"),
     "embeddings": ("embeddings", "Embeddings_Create"),
 }
+_USAGE_CHUNK = {"stream_options": {"include_usage": True}}
 _COMPLETIONS = itertools.count(1)  # the seed's completion_count: calls made by this process
 
 
@@ -43,114 +47,232 @@ class Call:
         "caller_raw",
         "chunks",
         "content",
+        "deferred",
         "deployment",
+        "end_ns",
+        "end_perf_ns",
         "ended",
+        "error",
         "first_ns",
         "hide_usage_chunk",
         "info",
         "kind",
         "kwargs",
+        "name",
+        "parent",
+        "raw",
+        "response",
         "span",
         "start_ns",
+        "start_time_ns",
         "stream",
         "token",
-        "usage_seen",
+        "usage",
     )
 
     def __init__(self, kind: str, info: ClientInfo, kwargs: dict):
         self.kind = kind
         self.info = info
         self.start_ns = time.perf_counter_ns()
-        op, aoai_op = OPERATIONS[kind]
+        self.start_time_ns = time.time_ns()
         model = kwargs.get("model")
         deployment = info.deployment or (model if isinstance(model, str) else None)
         self.deployment = deployment
-        self.stream = kwargs.get("stream") is True
+        self.stream = kwargs.get("stream") is True  # kwargs: the wrapper's own dict (**kwargs), ours to change
+        self.hide_usage_chunk = False
+        if self.stream and kind == "chat" and STATE.options.stream_usage and info.stream_usage \
+                and not _given(kwargs.get("stream_options")):
+            extra_body = kwargs.get("extra_body")
+            if not (isinstance(extra_body, dict) and "stream_options" in extra_body):
+                # The caller did not ask for the usage chunk: ask for it and keep it from the caller (it has no
+                # choices, which code written without it may not expect). Sent as extra_body, which reaches
+                # the request body as is: as stream_options the SDK's parameter transform costs 30 µs more.
+                kwargs["extra_body"] = {**extra_body, **_USAGE_CHUNK} if isinstance(extra_body, dict) else _USAGE_CHUNK
+                self.hide_usage_chunk = True
+        headers = kwargs.get("extra_headers")
+        self.caller_raw = bool(headers) and RAW_RESPONSE_HEADER in headers
+        if not self.caller_raw:
+            kwargs["extra_headers"] = {**headers, RAW_RESPONSE_HEADER: "true"} if headers else {RAW_RESPONSE_HEADER: "true"}
+        self.kwargs = kwargs
+        self.attrs: dict = {}
+        self.raw = self.response = self.usage = self.error = None
+        self.first_ns = 0
+        self.chunks = 0
+        self.content: list[str] | None = [] if STATE.options.capture_content else None
+        self.ended = False
+        op = OPERATIONS[kind][0]
+        self.name = name = f"{op} {deployment}" if deployment else op
+        self.deferred = deferred = STATE.deferred_start
+        if deferred is None:
+            self.span = span = STATE.tracer.start_span(name, kind=SpanKind.CLIENT)
+            self.token = otel_context.attach(trace.set_span_in_context(span))
+        else:  # the span's context now, the SDK span when the call is finished (_span_start.py)
+            self.parent = parent = otel_context.get_current()
+            self.span = reserved = deferred.reserve(parent, name)
+            self.token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(reserved), parent))
+        if self.content is not None:
+            # Now, not when the span ends: callers commonly append the reply to the same messages list.
+            _capture_input(self.attrs, kind, kwargs)
+
+    def detach(self) -> None:
+        otel_context.detach(self.token)
+
+    # --- outcomes (the caller's thread: keep references, decide nothing that can wait) -------------
+
+    def result(self, raw: Any):
+        """The SDK's return value for the caller; ends the call unless it is a stream."""
+        self.detach()
+        self.raw = raw
+        if self.caller_raw:
+            if not self.stream and self.kwargs["extra_headers"][RAW_RESPONSE_HEADER] == "true":
+                self.response = raw.parse()  # the SDK caches it: the caller's parse() gets the same object
+            self.end()  # for a stream or a raw body the caller reads itself, headers are all we get
+            return raw
+        parsed = raw.parse()
+        if self.stream:
+            return parsed
+        self.response = parsed
+        self.end()
+        return parsed
+
+    def failed(self, exc: BaseException) -> None:
+        self.detach()
+        self.error = exc
+        self.end()
+
+    def chunk(self, chunk: Any) -> bool:
+        """Record one streamed chat chunk; False when it is the usage chunk the caller did not ask for."""
+        if chunk.model:
+            self.response = chunk  # Azure's first chunk (prompt filter results) has no id nor model
+        choices = chunk.choices
+        for choice in choices:
+            delta = choice.delta
+            text = delta.content if delta is not None else None
+            if text:
+                if not self.first_ns:
+                    self.first_ns = time.perf_counter_ns()
+                self.chunks += 1
+                if self.content is not None:
+                    self.content.append(text)
+            if choice.finish_reason:
+                self.attrs.setdefault("gen_ai.response.finish_reasons", []).append(choice.finish_reason)
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+            return not (self.hide_usage_chunk and not choices)
+        return True
+
+    def event(self, event: Any) -> None:
+        """Record one Responses API stream event."""
+        kind = event.type
+        if kind == "response.output_text.delta":
+            if not self.first_ns:
+                self.first_ns = time.perf_counter_ns()
+            self.chunks += 1
+            if self.content is not None:
+                self.content.append(event.delta)
+        elif kind in ("response.completed", "response.incomplete", "response.failed", "response.created"):
+            self.response = event.response
+
+    def stream_failed(self, exc: BaseException) -> None:
+        self.error = exc
+        self.end()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.end_perf_ns = time.perf_counter_ns()
+        self.end_ns = time.time_ns()
+        _finisher.submit(self)
+
+    # --- finish (the finisher's thread) ------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Everything the span and the metrics say about the ended call, then the span's end."""
+        info, options = self.info, STATE.options
+        op, aoai_op = OPERATIONS[self.kind]
         attrs = {
             "gen_ai.operation.name": op, "gen_ai.provider.name": PROVIDER, "aoai.operation": aoai_op,
             "server.address": info.host, "aoai.stream": self.stream,
         }
-        if deployment:
-            attrs["gen_ai.request.model"] = deployment
+        if self.deployment:
+            attrs["gen_ai.request.model"] = self.deployment
         if info.port:
             attrs["server.port"] = info.port
         if info.api_version:
             attrs["aoai.api_version"] = info.api_version
+        kwargs = self.kwargs
         for arg, name in (("max_tokens", "gen_ai.request.max_tokens"), ("max_completion_tokens", "gen_ai.request.max_tokens"),
                           ("max_output_tokens", "gen_ai.request.max_tokens"), ("temperature", "gen_ai.request.temperature"),
                           ("top_p", "gen_ai.request.top_p")):
             value = kwargs.get(arg)
             if _given(value):
                 attrs[name] = value
+        attrs.update(self.attrs)  # captured input, streamed finish reasons
         self.attrs = attrs
-        kwargs = dict(kwargs)
-        self.hide_usage_chunk = False
-        if self.stream and kind == "chat" and not _given(kwargs.get("stream_options")) \
-                and STATE.options.stream_usage and info.stream_usage:
-            # The caller did not ask for the usage chunk: ask for it and keep it from the caller (it has no
-            # choices, which code written without it may not expect).
-            kwargs["stream_options"] = {"include_usage": True}
-            self.hide_usage_chunk = True
-        headers = kwargs.get("extra_headers")
-        self.caller_raw = bool(headers) and RAW_RESPONSE_HEADER in headers
-        if not self.caller_raw:
-            kwargs["extra_headers"] = {**headers, RAW_RESPONSE_HEADER: "true"} if headers else {RAW_RESPONSE_HEADER: "true"}
-        self.kwargs = kwargs
-        self.first_ns = 0
-        self.chunks = 0
-        self.content: list[str] | None = [] if STATE.options.capture_content else None
-        self.usage_seen = False
-        self.ended = False
-        span = STATE.tracer.start_span(f"{op} {deployment}" if deployment else op, kind=SpanKind.CLIENT)
-        self.span = span
-        self.token = otel_context.attach(trace.set_span_in_context(span))
-        if self.content is not None:
-            _capture_input(attrs, kind, kwargs)
-
-    def detach(self) -> None:
-        otel_context.detach(self.token)
-
-    # --- outcomes ---------------------------------------------------------------------------------
-
-    def result(self, raw: Any):
-        """The SDK's return value for the caller; ends the span unless it is a stream."""
-        self.detach()
-        headers = getattr(raw, "headers", None)
-        if headers is not None:
-            self._headers(headers)
-        status = getattr(getattr(raw, "http_response", None), "status_code", None)
-        self.attrs["http.response.status_code"] = status or 200
-        if self.caller_raw:
-            if self.stream or self.kwargs["extra_headers"][RAW_RESPONSE_HEADER] != "true":
-                self.end()  # the caller reads the body itself; headers are all we get
-                return raw
-            self._response(raw.parse())
-            self.end()
-            return raw
-        parsed = raw.parse()
+        error = self.error
+        raw = self.raw
+        if raw is not None:
+            self._headers(raw.headers)
+            attrs["http.response.status_code"] = raw.http_response.status_code
+        if error is not None:
+            self._failure(error)
+        if self.response is not None:
+            self._response(self.response)
+        if "content_filter" in attrs.get("gen_ai.response.finish_reasons", ()):
+            attrs["aoai.content_filter.filtered"] = True
+        if self.usage is not None:
+            self._usage(self.usage)
+        seconds = (self.end_perf_ns - self.start_ns) / 1e9
         if self.stream:
-            return parsed
-        self._response(parsed)
-        self.end()
-        return parsed
+            if self.first_ns:
+                attrs["aoai.ttft_ms"] = (self.first_ns - self.start_ns) / 1e6
+            if self.usage is None and self.chunks:
+                # No usage from the service: count content chunks (about one token each on Azure OpenAI).
+                # Not reported as gen_ai.usage.* nor in the token metric (the conventions forbid estimates there).
+                attrs["aoai.tokens.output"] = self.chunks
+                attrs["aoai.tokens.estimated"] = True
+        if self.content:
+            _capture_output(attrs, self.content)
+        cost = None
+        if self.usage is not None and STATE.pricer is not None:
+            cost = _price(self.deployment, attrs)
+            if cost is not None:
+                attrs["aoai.cost"] = cost
+        if options.elastic_apm_labels:
+            # The seed's attribute names; Elastic APM shows numeric span attributes as numeric_labels.<name>.
+            attrs["completion_count"] = next(_COMPLETIONS)
+            for src, dst in (("aoai.tokens.total", "token_count"), ("gen_ai.usage.input_tokens", "prompt_tokens"),
+                             ("gen_ai.usage.output_tokens", "completion_tokens")):
+                if src in attrs:
+                    attrs[dst] = attrs[src]
+            if cost is not None:
+                attrs["cost"] = cost
+        span = self.span
+        if self.deferred is not None:
+            span = self.deferred.start(span, self.name, self.parent, self.start_time_ns)
+            self.parent = None
+        span.set_attributes(attrs)
+        if error is not None:
+            span.record_exception(error, timestamp=self.end_ns)
+            span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+        span.end(end_time=self.end_ns)
+        self._metrics(seconds)
+        self.raw = self.response = self.usage = self.error = None  # the finisher may outlive the caller's objects
 
-    def failed(self, exc: BaseException) -> None:
-        self.detach()
+    def _failure(self, exc: BaseException) -> None:
+        attrs = self.attrs
         response = getattr(exc, "response", None)
         if response is not None and hasattr(response, "headers"):
             self._headers(response.headers)
         status = getattr(exc, "status_code", None)
-        attrs = self.attrs
         if status is not None:
             attrs["http.response.status_code"] = status
         body = getattr(exc, "body", None)
-        code = body.get("code") if isinstance(body, dict) else None
-        if code == "content_filter":
+        if isinstance(body, dict) and body.get("code") == "content_filter":
             attrs["aoai.content_filter.filtered"] = True
         attrs["error.type"] = type(exc).__qualname__
-        self.span.record_exception(exc)
-        self.span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-        self.end()
 
     def _headers(self, headers) -> None:
         attrs = self.attrs
@@ -175,28 +297,26 @@ class Call:
         if rid:
             attrs["gen_ai.response.id"] = rid
         if self.kind == "chat":
-            finish = [c.finish_reason for c in resp.choices if c.finish_reason]
-            if finish:
-                attrs["gen_ai.response.finish_reasons"] = finish
-                if "content_filter" in finish:
-                    attrs["aoai.content_filter.filtered"] = True
-            if self.content is not None:
-                self.content = [c.message.content or "" for c in resp.choices]
+            if not self.stream:
+                finish = [c.finish_reason for c in resp.choices if c.finish_reason]
+                if finish:
+                    attrs["gen_ai.response.finish_reasons"] = finish
+                if self.content is not None:
+                    self.content = [c.message.content or "" for c in resp.choices]
         elif self.kind == "responses":
             status = getattr(resp, "status", None)
-            if status:
+            if status and status != "in_progress":
                 attrs["gen_ai.response.finish_reasons"] = [status]
             incomplete = getattr(resp, "incomplete_details", None)
             if incomplete is not None and getattr(incomplete, "reason", None) == "content_filter":
                 attrs["aoai.content_filter.filtered"] = True
-            if self.content is not None:
+            if self.content is not None and not self.stream:
                 self.content = [resp.output_text]
-        self._usage(getattr(resp, "usage", None))
+            self.usage = self.usage or getattr(resp, "usage", None)
+            return
+        self.usage = self.usage or getattr(resp, "usage", None)
 
     def _usage(self, usage: Any) -> None:
-        if usage is None:
-            return
-        self.usage_seen = True
         attrs = self.attrs
         if self.kind == "responses":
             inp, out = usage.input_tokens, usage.output_tokens
@@ -218,98 +338,6 @@ class Call:
         if reasoning:
             attrs["gen_ai.usage.reasoning.output_tokens"] = reasoning
 
-    # --- streams ----------------------------------------------------------------------------------
-
-    def chunk(self, chunk: Any) -> bool:
-        """Record one streamed chat chunk; False when it is the usage chunk the caller did not ask for."""
-        if not self.attrs.get("gen_ai.response.id") and getattr(chunk, "id", None):
-            self.attrs["gen_ai.response.id"] = chunk.id
-        model = getattr(chunk, "model", None)
-        if model:
-            self.attrs["gen_ai.response.model"] = model
-        choices = chunk.choices
-        for choice in choices:
-            delta = choice.delta
-            text = delta.content if delta is not None else None
-            if text:
-                if not self.first_ns:
-                    self.first_ns = time.perf_counter_ns()
-                self.chunks += 1
-                if self.content is not None:
-                    self.content.append(text)
-            if choice.finish_reason:
-                finish = self.attrs.setdefault("gen_ai.response.finish_reasons", [])
-                finish.append(choice.finish_reason)
-                if choice.finish_reason == "content_filter":
-                    self.attrs["aoai.content_filter.filtered"] = True
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            self._usage(usage)
-            return not (self.hide_usage_chunk and not choices)
-        return True
-
-    def event(self, event: Any) -> None:
-        """Record one Responses API stream event."""
-        kind = event.type
-        if kind == "response.output_text.delta":
-            if not self.first_ns:
-                self.first_ns = time.perf_counter_ns()
-            self.chunks += 1
-            if self.content is not None:
-                self.content.append(event.delta)
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            capture, self.content = self.content, None
-            self._response(event.response)
-            self.content = capture
-        elif kind == "response.created":
-            self.attrs["gen_ai.response.id"] = event.response.id
-
-    def stream_failed(self, exc: BaseException) -> None:
-        attrs = self.attrs
-        attrs["error.type"] = type(exc).__qualname__
-        self.span.record_exception(exc)
-        self.span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-        self.end()
-
-    # --- end --------------------------------------------------------------------------------------
-
-    def end(self) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        now = time.perf_counter_ns()
-        options = STATE.options
-        attrs = self.attrs
-        seconds = (now - self.start_ns) / 1e9
-        if self.stream:
-            if self.first_ns:
-                attrs["aoai.ttft_ms"] = (self.first_ns - self.start_ns) / 1e6
-            if not self.usage_seen and self.chunks:
-                # No usage from the service: count content chunks (about one token each on Azure OpenAI).
-                # Not reported as gen_ai.usage.* nor in the token metric (the conventions forbid estimates there).
-                attrs["aoai.tokens.output"] = self.chunks
-                attrs["aoai.tokens.estimated"] = True
-        if self.content:
-            _capture_output(attrs, self.content)
-        cost = None
-        if self.usage_seen and STATE.pricer is not None:
-            cost = _price(self.deployment, attrs)
-            if cost is not None:
-                attrs["aoai.cost"] = cost
-        if options.elastic_apm_labels:
-            # The seed's attribute names; Elastic APM shows numeric span attributes as numeric_labels.<name>.
-            attrs["completion_count"] = next(_COMPLETIONS)
-            for src, dst in (("aoai.tokens.total", "token_count"), ("gen_ai.usage.input_tokens", "prompt_tokens"),
-                             ("gen_ai.usage.output_tokens", "completion_tokens")):
-                if src in attrs:
-                    attrs[dst] = attrs[src]
-            if cost is not None:
-                attrs["cost"] = cost
-        span = self.span
-        span.set_attributes(attrs)
-        span.end()
-        self._metrics(seconds)
-
     def _metrics(self, seconds: float) -> None:
         attrs = self.attrs
         dims = {"gen_ai.operation.name": attrs["gen_ai.operation.name"], "gen_ai.provider.name": PROVIDER,
@@ -321,7 +349,7 @@ class Call:
         STATE.duration.record(seconds, dims)
         if self.first_ns:
             STATE.first_chunk.record((self.first_ns - self.start_ns) / 1e9, dims)
-        if self.usage_seen:
+        if self.usage is not None:
             for token_type, name in (("input", "gen_ai.usage.input_tokens"), ("output", "gen_ai.usage.output_tokens")):
                 value = attrs.get(name)
                 if value is not None:

@@ -25,6 +25,7 @@ class Options:
 
 class _State:
     tracer: Any = None
+    deferred_start: Any = None  # _span_start.DeferredStart for an SDK tracer, else None
     duration: Any = None
     token_usage: Any = None
     first_chunk: Any = None
