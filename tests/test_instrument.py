@@ -387,3 +387,43 @@ def test_spans_end_within_the_finisher_interval_without_a_flush():
             assert [s.name for s in exporter.get_finished_spans()] == ["chat dep"]
     finally:
         uninstrument()
+
+
+def test_a_forked_worker_finishes_its_own_calls_and_not_its_parents():
+    """Pre-fork servers (gunicorn --preload) instrument in the parent: a forked child gets its own finisher
+    thread for its calls, and calls the parent had queued are not exported a second time by the child."""
+    import multiprocessing
+
+    from aoai_monitor.instrument import _finisher
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument(tracer_provider=provider, pricer=None)
+    try:
+        with AzureOpenAIStandin() as api:
+            client = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
+            client.chat.completions.create(model="parent-1", messages=[{"role": "user", "content": "hi"}])
+            provider.force_flush()  # the parent's finisher thread is running now
+
+            def child(results) -> None:
+                exporter.clear()
+                client.chat.completions.create(model="child", messages=[{"role": "user", "content": "hi"}])
+                deadline = time.monotonic() + 5
+                while not exporter.get_finished_spans() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                time.sleep(0.2)
+                results.put([s.name for s in exporter.get_finished_spans()])
+
+            results = multiprocessing.get_context("fork").Queue()
+            process = multiprocessing.get_context("fork").Process(target=child, args=(results,))
+            with _finisher._lock:  # the parent's finisher can finish nothing: parent-2 is queued at the fork
+                client.chat.completions.create(model="parent-2", messages=[{"role": "user", "content": "hi"}])
+                process.start()
+            names = results.get(timeout=30)
+            process.join(30)
+            provider.force_flush()
+    finally:
+        uninstrument()
+    assert names == ["chat child"]
+    assert [s.name for s in exporter.get_finished_spans()] == ["chat parent-1", "chat parent-2"]
