@@ -157,13 +157,16 @@ def unpriced_reasons(store, pricing: Pricing, since_ms: int, until_ms: int) -> l
         FROM logs
         WHERE "@timestamp" >= epoch_ms(?::BIGINT) AND "@timestamp" < epoch_ms(?::BIGINT)
           AND ("aoai.tokens.input" IS NOT NULL OR "aoai.tokens.output" IS NOT NULL) AND "aoai.cost.total" IS NULL
-        GROUP BY 1 ORDER BY 2 DESC"""
+        GROUP BY 1 ORDER BY 2 DESC, 1"""
     rows = [{"reason": r, "requests": n, "source": "logs"} for r, n in store.cursor().execute(sql, [since_ms, until_ms]).fetchall()]
     metric = defaultdict(int)
     for r in metric_costs(store, pricing, since_ms, until_ms):
         if r["unpriced_reason"]:
             metric[r["unpriced_reason"]] += 1
-    rows += [{"reason": k, "requests": 0, "deployment_hours": v, "source": "metrics"} for k, v in metric.items()]
+    # Most deployment-hours first, then by reason: metric_costs' rows come in no fixed order, and the
+    # page and `aoai-monitor cost` must list the same reasons the same way every time.
+    rows += [{"reason": k, "requests": 0, "deployment_hours": v, "source": "metrics"}
+             for k, v in sorted(metric.items(), key=lambda kv: (-kv[1], kv[0]))]
     return rows
 
 
