@@ -55,7 +55,12 @@ def test_alerts_overview_rules_and_silences(client):
     assert {r["id"] for r in data["rules"]} == {"errors", "slo.avail"}
     assert data["targets"] == {"ops": "webhook"} and "SECRET-XYZ" not in str(data)
     firing = [s for s in data["states"] if s["state"] == "firing"]
-    assert [(s["rule"], s["group"]) for s in firing] == [("errors", "aoai.deployment=gpt-4o"), ("slo.avail", "aoai.deployment=gpt-4o")]
+    pairs = [(s["rule"], s["group"]) for s in firing]
+    expected = [("errors", "aoai.deployment=gpt-4o"), ("slo.avail", "aoai.deployment=gpt-4o")]
+    assert expected[0] in pairs and expected[1] in pairs, pairs
+    # The simulated background traffic follows the wall clock: at some hours its own errors burn another
+    # deployment's availability budget too (CI at 11:15 saw gpt-4o-ptu). Only the SLO may fire for those.
+    assert all(rule == "slo.avail" for rule, group in pairs if (rule, group) not in expected), pairs
     assert data["history"][0]["alert.state"] == "firing"
     r = client.post("/api/alerts/silence", json={"rule": "errors", "group": "aoai.deployment=gpt-4o", "minutes": 30})
     assert r.status_code == 200
