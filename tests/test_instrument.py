@@ -75,6 +75,14 @@ def pipeline(tmp_path):
             p.meter_provider.shutdown()
 
 
+def _memory_provider(sampler=None) -> tuple[InMemorySpanExporter, TracerProvider]:
+    """A tracer provider exporting each ended span at once to memory (the SDK's default sampler unless given)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(**({"sampler": sampler} if sampler else {}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider
+
+
 def _only(spans: dict, **match) -> dict:
     found = [s for s in spans.values() if all(s.get(k) == v for k, v in match.items())]
     assert len(found) == 1, (match, [(s["span.name"], s.get("gen_ai.response.id")) for s in spans.values()])
@@ -248,9 +256,7 @@ def test_openai_v2_keeps_plain_openai_and_azure_gets_one_span():
     (provider azure.ai.openai), while a plain OpenAI client still goes through openai-v2."""
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _memory_provider()
     v2 = OpenAIInstrumentor()
     v2.instrument(tracer_provider=provider)
     instrument(tracer_provider=provider, pricer=None)
@@ -283,9 +289,7 @@ def test_call_span_is_the_current_span_during_the_request(sampler_name):
     sampler = {"ratio-0": ParentBased(TraceIdRatioBased(0.0)), "always-on": ALWAYS_ON}.get(sampler_name)
     # An upstream service that did not sample this trace (its traceparent's flags 00).
     upstream = propagate.extract({"traceparent": f"00-{7:032x}-{9:016x}-00"} if sampler_name == "unsampled-caller" else {})
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(**({"sampler": sampler} if sampler else {}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _memory_provider(sampler)
     app = provider.get_tracer("app")
     seen: list[tuple] = []
 
@@ -373,9 +377,7 @@ def test_spans_of_ended_calls_are_exported_at_interpreter_exit(tmp_path):
 def test_spans_end_within_the_finisher_interval_without_a_flush():
     from aoai_monitor.instrument import _finisher
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _memory_provider()
     instrument(tracer_provider=provider, pricer=None)
     try:
         with AzureOpenAIStandin() as api:
@@ -396,9 +398,7 @@ def test_a_forked_worker_finishes_its_own_calls_and_not_its_parents():
 
     from aoai_monitor.instrument import _finisher
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _memory_provider()
     instrument(tracer_provider=provider, pricer=None)
     try:
         with AzureOpenAIStandin() as api:
