@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ._finisher import flush, flush_at_exit, flush_first
 from ._state import DURATION_BUCKETS, STATE, TOKEN_BUCKETS, Options
-
-from ._finisher import flush
 
 __all__ = ["Options", "flush", "instrument", "setup", "uninstrument"]
 _SCOPE = "aoai_monitor.instrument"
@@ -42,7 +41,6 @@ def instrument(*, tracer_provider=None, meter_provider=None, capture_content: bo
     """
     from opentelemetry import metrics, trace
 
-    from ._finisher import flush_at_exit, flush_first
     from ._patch import patch
     from ._span_start import DeferredStart
 
