@@ -179,6 +179,72 @@ def test_streaming_usage_injected_hidden_and_counted(pipeline):
     assert ttft == (4,)
 
 
+def test_a_stream_stays_the_sdks_stream_and_its_span_ends_however_the_caller_stops():
+    """The caller gets the SDK's own Stream (isinstance, `response`); the span ends, with the response's
+    status and request-id headers, when the stream is read to the end, iterated by hand, left by `break`,
+    closed by its context manager, or dropped unread; a caller's own with_raw_response stream too."""
+    import gc
+
+    from aoai_monitor.instrument import flush
+
+    exporter, provider = _memory_provider()
+    instrument(tracer_provider=provider, pricer=None)
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        with AzureOpenAIStandin() as api:
+            client = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
+
+            def create(**kwargs):
+                return client.chat.completions.create(model="dep", messages=messages, stream=True, **kwargs)
+
+            def ended() -> list:
+                flush()
+                spans = exporter.get_finished_spans()
+                exporter.clear()
+                return spans
+
+            stream = create()
+            assert isinstance(stream, openai.Stream) and stream.response.headers["apim-request-id"]
+            read = list(stream)
+            assert "".join(c.choices[0].delta.content or "" for c in read if c.choices) == "Hello from Azure"
+            assert not any(c.usage for c in read)
+            (whole,) = ended()
+            assert whole.attributes["http.response.status_code"] == 200 and whole.attributes["aoai.stream"] is True
+            assert whole.attributes["aoai.apim_request_id"] == api.calls[-1]["apim_request_id"]
+            assert whole.attributes["gen_ai.usage.output_tokens"] == 3  # the hidden usage chunk was read
+
+            by_hand = create()
+            chunks = []
+            with pytest.raises(StopIteration):
+                while True:
+                    chunks.append(next(by_hand))
+            assert not any(c.usage for c in chunks) and ended()[0].attributes["gen_ai.usage.output_tokens"] == 3
+
+            for chunk in create():
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            del chunk
+            gc.collect()
+            (left,) = ended()
+            assert left.attributes["aoai.ttft_ms"] > 0 and "gen_ai.usage.output_tokens" not in left.attributes
+
+            with create() as closed:
+                next(closed)
+            assert len(ended()) == 1
+
+            create()  # dropped unread
+            gc.collect()
+            (dropped,) = ended()
+            assert dropped.attributes["http.response.status_code"] == 200 and "aoai.ttft_ms" not in dropped.attributes
+
+            raw = client.chat.completions.with_raw_response.create(model="dep", messages=messages, stream=True)
+            assert raw.headers["x-request-id"] and [c for c in raw.parse() if c.choices]
+            (own_raw,) = ended()
+            assert own_raw.attributes["aoai.request_id"] == raw.headers["x-request-id"]
+    finally:
+        uninstrument()
+
+
 def test_errors_429_and_content_filter(pipeline):
     """Throttling and content-filter errors reach the caller unchanged and are recorded as failures."""
     client = pipeline.client()
