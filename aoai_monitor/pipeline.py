@@ -148,6 +148,8 @@ ROW_GROUP_ROWS = 122_880
 # rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its 71 s in the
 # checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
 MAX_TX_RECORDS = 4 * ROW_GROUP_ROWS
+# A bulk ingest reopens the store after this many records (Store.reopen: memory stays flat in input size).
+REOPEN_RECORDS = 8 * ROW_GROUP_ROWS
 
 
 @dataclass
@@ -308,6 +310,8 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
                  on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
     """Ingest files; NDJSON chunks are prepared by worker processes while this one commits (in order).
 
+    The store is reopened along the way (Store.reopen): hold no cursors of it meanwhile.
+
     All files feed one stream of transactions, so many small files (hourly archive blobs) commit as few
     whole row groups, not one partial row group each.
     """
@@ -356,7 +360,11 @@ def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summa
     gained a whole row group of new rows (ROW_GROUP_ROWS): a chunk that crosses the boundary is split there."""
     chunks = iter(prepared_chunks)
     chunk = next(chunks, None)
+    since_reopen = 0
     while chunk is not None:
+        if since_reopen >= REOPEN_RECORDS:
+            store.reopen()
+            since_reopen = 0
         records = 0
         with store.transaction(bulk=True) as tx:
             while True:
@@ -370,6 +378,7 @@ def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summa
                 if chunk is None:
                     break
         _account(summary, tx.result, records, on_batch)
+        since_reopen += records
         if chunk is None:
             chunk = next(chunks, None)
 

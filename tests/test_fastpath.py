@@ -6,6 +6,7 @@ import io
 import sys
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -175,7 +176,9 @@ def test_bulk_ingest_commits_whole_row_groups_and_loses_nothing_at_the_splits(tm
     monkeypatch.setattr(pipeline, "ROW_GROUP_ROWS", 256)
     monkeypatch.setattr(pipeline, "MAX_TX_RECORDS", 1024)
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 100_000)  # chunks of ~110 records, from two worker processes
+    monkeypatch.setattr(pipeline, "REOPEN_RECORDS", 600)  # the store is closed and opened again along the way
     store = Store(tmp_path / "aligned.duckdb")
+    first_connection = store.con
     added: list[dict] = []
     seen = {"logs": 0, "metrics": 0}
 
@@ -195,3 +198,7 @@ def test_bulk_ingest_commits_whole_row_groups_and_loses_nothing_at_the_splits(tm
         ids = "SELECT id FROM {} ORDER BY id".format(table)
         assert store.cursor().execute(ids).fetchall() == reference.cursor().execute(ids).fetchall(), table
     assert store.count("logs") == 1300 + 450 and store.count("metrics") == 300
+    # Reopened, and locked down again: user SQL still cannot reach files.
+    assert store.con is not first_connection
+    with pytest.raises(duckdb.Error):
+        store.cursor().execute("SET enable_external_access=true")
