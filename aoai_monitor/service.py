@@ -140,7 +140,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        self.store = Store(self.config.store_path)
+        self.store = Store(self.config.store_path, memory_limit=self.config.memory_limit)
         if "pricing" in self.config.sections:
             from .pricing import configure
             configure(self.store, self.config.sections["pricing"])

@@ -89,6 +89,35 @@ def test_config_example_loads_with_secrets_from_the_environment():
     assert hub["start_position"] == "-1" and hub["load_balancing_interval"] == 2.0
 
 
+def test_the_service_store_has_a_bounded_memory_budget(tmp_path):
+    """DuckDB's cache of the store grows with it (its default budget is 80 % of RAM): `run` opens the store
+    with [store] memory_limit, 2GiB unless set; a value DuckDB cannot take is a config error that says the fix."""
+    import asyncio
+
+    import pytest
+
+    from aoai_monitor.config import SERVICE_MEMORY_LIMIT, ConfigError
+    from aoai_monitor.service import Service
+
+    def budget(store_section: str) -> str:
+        (tmp_path / "c.toml").write_text(f'[store]\npath = "{tmp_path / "s.duckdb"}"\n{store_section}')
+        service, seen = Service(load(tmp_path / "c.toml")), []
+
+        def tick(running) -> None:
+            seen.append(running.store.cursor().execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+            running.request_stop()
+
+        asyncio.run(service.run(on_tick=tick))
+        return seen[0]
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert ram > 2.5 * 1024 ** 3, "this test expects a machine where 80 % of RAM is more than 2GiB (CI has 24 GiB)"
+    assert SERVICE_MEMORY_LIMIT == "2GiB" and budget("") == "2.0 GiB"
+    assert budget('memory_limit = "300MB"\n') == "286.1 MiB"
+    with pytest.raises(ConfigError, match=r'store.memory_limit: .* write e.g. "2GB"'):
+        budget('memory_limit = "lots"\n')
+
+
 def test_run_beside_query_and_status_then_sigterm(tmp_path, eventhub_standin, azurite, checkpoint_container,
                                                   standin_subprocess_env):
     hub = eventhub_standin
