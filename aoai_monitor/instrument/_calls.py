@@ -1,13 +1,13 @@
 """One instrumented Azure OpenAI call: what the caller's thread notes, and what the finisher makes of it.
 
-The wrappers (_patch.py) make a `Call` per request. A call asks the SDK for the raw response (the
-mechanism `with_raw_response` uses), so the request-id headers are read without a second request, then
-parses it exactly as the SDK would have; a stream carries its HTTP response already. On the caller's thread a call only starts its span, keeps
-references to what it saw (headers, response, usage, error) and, when it ends, queues itself; the
-finisher thread (_finisher.py) turns that into attributes, ends the span at the call's end time and
-records the GenAI metrics (`finish`). Spans carry the GenAI convention names plus the Azure facts that
-have none (aoai.*); the receiver derives the unified aoai.* store fields (deployment, model, tokens,
-status) from the convention names, so they are not sent twice.
+The wrappers (_patch.py) make a `Call` per request. A call asks the SDK for the raw response (the mechanism
+`with_raw_response` uses), so the request-id headers are read without a second request, then parses it
+exactly as the SDK would have; a stream carries its HTTP response already. On the caller's thread a call
+only starts its span, keeps references to what it saw (headers, response, usage, error) and, when it ends,
+queues itself; the finisher thread (_finisher.py) turns that into attributes, ends the span at the call's
+end time and records the GenAI metrics (`finish`). Spans carry the GenAI convention names plus the Azure
+facts that have none (aoai.*); the receiver derives the unified aoai.* store fields (deployment, model,
+tokens, status) from the convention names, so they are not sent twice.
 """
 
 from __future__ import annotations
