@@ -110,21 +110,28 @@ def ours(path: Path, store_path: Path, records: int) -> tuple[float, float, floa
     return records / elapsed, own, total
 
 
+def records_file(keep: str | None, records: int, prefix: str) -> tuple[Path, Path]:
+    """(work directory, its NDJSON file of `records` generated records): the file is reused when kept from an
+    earlier run; stores left there are removed."""
+    work = Path(keep or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"records-{records}.ndjson"
+    if not data.exists():
+        print(f"generating {records:,} records → {data}", file=sys.stderr)
+        with open(data, "wb") as f:
+            write(records, f)
+    for p in work.glob("*.duckdb*"):
+        os.remove(p)
+    return work, data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=200_000, help="records to generate (default 200k)")
     ap.add_argument("--baseline-records", type=int, default=100_000, help="records the slow baseline processes")
     ap.add_argument("--keep", help="directory to keep the generated file and stores in")
     args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="aoai-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / f"records-{args.records}.ndjson"
-    if not data.exists():
-        print(f"generating {args.records:,} records → {data}", file=sys.stderr)
-        with open(data, "wb") as f:
-            write(args.records, f)
-    for p in work.glob("*.duckdb*"):
-        os.remove(p)
+    work, data = records_file(args.keep, args.records, "aoai-bench-")
     size_mb = data.stat().st_size / 1e6
     # The floor is timed before and after the others: this machine's speed drifts by up to 2x within
     # minutes, and the ratios use the mean of the two (both are printed, so a drift shows).

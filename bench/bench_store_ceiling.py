@@ -21,7 +21,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +29,8 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from aoai_monitor.store import Store  # noqa: E402
-from aoai_monitor.store.duckdb_store import CHECKPOINT_THRESHOLD  # noqa: E402
-from bench.bench_ingest import floor  # noqa: E402
-from bench.gen_records import write  # noqa: E402
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from aoai_monitor.store.duckdb_store import _RAW_TEXT_COLUMNS, CHECKPOINT_THRESHOLD, _q  # noqa: E402
+from bench.bench_ingest import floor, records_file  # noqa: E402
 
 
 def copy_rate(source: Path, target: Path, columns: list[str], narrow: bool) -> float:
@@ -52,7 +46,7 @@ def copy_rate(source: Path, target: Path, columns: list[str], narrow: bool) -> f
                                  "WHERE table_catalog = 'src' AND table_name = 'logs'").fetchall())
         con.execute("DROP TABLE logs")
         con.execute("CREATE TABLE logs (" + ", ".join(
-            f"{_q(c)} {types[c]}" + (" USING COMPRESSION zstd" if c == "event.original" else "") for c in columns) + ")")
+            f"{_q(c)} {types[c]}" + (" USING COMPRESSION zstd" if c in _RAW_TEXT_COLUMNS else "") for c in columns) + ")")
     rows = con.execute("SELECT count(*) FROM src.logs").fetchone()[0]
     start = time.perf_counter()
     con.execute("BEGIN")
@@ -69,15 +63,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=300_000, help="records to generate (default 300k)")
     ap.add_argument("--keep", help="directory to keep the generated file and stores in")
     args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="aoai-ceiling-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / f"records-{args.records}.ndjson"
-    if not data.exists():
-        print(f"generating {args.records:,} records → {data}", file=sys.stderr)
-        with open(data, "wb") as f:
-            write(args.records, f)
-    for p in work.glob("*.duckdb*"):
-        os.remove(p)
+    work, data = records_file(args.keep, args.records, "aoai-ceiling-")
     source = work / "normalized.duckdb"
     print("normalizing them once into a scratch store (untimed) …", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "aoai_monitor.cli", "ingest", str(data), "--store", str(source), "--quiet"],
