@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import re
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import orjson
 
@@ -86,6 +86,14 @@ def decode_line(line: bytes) -> Iterator[Decoded | Reject]:
         yield Decoded(value, line.decode("utf-8", "replace").strip())
     else:
         yield from _expand(value, line, [])
+
+
+def decode_parsed_line(value, line: str) -> Iterable[Decoded | Reject]:
+    """decode_line for a line whose orjson.loads was already taken (`value`; None when it raised): a plain
+    record costs no second parse."""
+    if value.__class__ is dict and "records" not in value:
+        return (Decoded(value, line.strip()),)
+    return decode_line(line.encode("utf-8", "surrogatepass"))
 
 
 def _expand(value, raw: bytes, repairs: list[str]) -> Iterator[Decoded | Reject]:

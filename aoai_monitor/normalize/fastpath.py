@@ -84,7 +84,12 @@ _NUMBER = (int, float, type(None))
 
 def extract(lines: list[str]) -> tuple[pa.Table | None, list[int]]:
     """Parse lines and copy fast-path records into columns; return (columns, indexes left for records.py)."""
-    return extract_parsed([_loads_or_none(line) for line in lines], lines)
+    return extract_parsed(parse_lines(lines), lines)
+
+
+def parse_lines(lines: list[str]) -> list:
+    """Each line's JSON value, None where it does not parse (for extract_parsed, and decode_parsed_line)."""
+    return [_loads_or_none(line) for line in lines]
 
 
 def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Table | None, list[int]]:
