@@ -7,8 +7,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aoai_monitor.normalize import normalize_payload
-from aoai_monitor.normalize.fastpath import extract
+from aoai_monitor.normalize import decode_line, normalize_payload
+from aoai_monitor.normalize.decode import decode_parsed_line
+from aoai_monitor.normalize.fastpath import extract, parse_lines
 from aoai_monitor.store.duckdb_store import docs_to_arrow
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 63 - 1), st.floats(allow_nan=False),
@@ -73,3 +74,12 @@ def test_arbitrary_bytes_never_raise(data):
 @given(st.text(max_size=200))
 def test_arbitrary_text_with_quotes_and_newlines_never_raises(text):
     _check(("{'records': [" + text + "]}").encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(azureish.map(lambda r: orjson.dumps(r).decode()), json_values.map(lambda v: orjson.dumps(v).decode()),
+                 st.text(max_size=80)).map(lambda line: f" {line}\t"))
+def test_a_line_parsed_once_decodes_as_decode_line_decodes_it(line):
+    """The ingest parses each line once for the fast path and hands the value on (decode_parsed_line)."""
+    value = parse_lines([line])[0]
+    assert list(decode_parsed_line(value, line)) == list(decode_line(line.encode("utf-8", "surrogatepass")))
