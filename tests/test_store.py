@@ -48,6 +48,18 @@ def test_commit_is_atomic_with_state(tmp_path: Path):
     assert store.count("logs") == 2 and store.get_state("input:x") == {"offset": 10}
 
 
+def test_a_batch_repeating_an_id_stores_its_first_document_once(tmp_path: Path):
+    """One record delivered twice in one batch (a redelivered message) is one row: the first one, every time."""
+    store = Store(tmp_path / "s.duckdb")
+    docs = normalize_payload(fixture("bare_array.json")).logs
+    later = [dict(d, **{"aoai.source": "redelivery"}) for d in docs]
+    result = store.commit(logs=[docs[0], later[0], docs[1], later[1], later[0]])
+    assert result.stored == {"logs": 2} and result.duplicates == {"logs": 3}
+    assert store.cursor().execute('SELECT count(*) FROM logs WHERE "aoai.source" IS NOT DISTINCT FROM ?',
+                                  [docs[0].get("aoai.source")]).fetchall() == [(2,)]
+    assert store.commit(logs=later).stored == {"logs": 0}
+
+
 def test_unknown_fields_are_kept_in_extra(tmp_path: Path):
     store = Store(tmp_path / "s.duckdb")
     docs = normalize_payload(b'{"time":"2025-01-01T00:00:00Z","category":"Audit","operationName":"ListKey",'

@@ -1,8 +1,9 @@
 """The same normalization rules as records.py for the bulk of the traffic, split between two engines.
 
 RequestResponse and Audit records are nearly every record of an Azure OpenAI hub or archive. Here
-Python only parses each line (orjson) and copies the raw values into columns; DuckDB then applies the
-rules to whole columns at once (casing, resource-id parsing, times, durations, ids). Only records whose
+Python only parses each line (orjson), copies the raw values into columns and computes the id (the same
+function as records.py: off the writer's thread, in the worker processes of a bulk ingest); DuckDB then
+applies the rules to whole columns at once (casing, resource-id parsing, times, durations). Only records whose
 shape these rules fully cover take this path (known keys, expected JSON types, a standard time and
 resource id); anything else — other categories, odd types, records needing a repair — goes through
 records.py. tests/test_fastpath.py asserts both paths produce identical documents: one set of
@@ -11,6 +12,7 @@ semantics, two engines.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 
@@ -77,6 +79,16 @@ def key_part(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def service_key_id(record: dict, props) -> str:
+    """Id of a RequestResponse/Audit record from the fields that identify it, whichever engine normalizes it."""
+    parts = [key_part(record.get(k)) for k in ("category", "resourceId", "time", "operationName", "correlationId",
+                                               "resultSignature", "durationMs", "AssetIdentity")]
+    props = props if isinstance(props, dict) else {}
+    parts += [key_part(props.get(k)) for k in ("requestTime", "responseTime", "objectId")]
+    digest = hashlib.md5("\x1f".join(parts).encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
 _TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
 _PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
 _NUMBER = (int, float, type(None))
@@ -96,7 +108,7 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
     """extract() for records already parsed (an Event Hub envelope's list); None stands for unparsable.
 
     `texts` are the records' JSON texts (event.original); without them the admitted records are serialized.
-    Python only checks each record's shape; Arrow converts the kept dicts to columns in C++.
+    Python only checks each record's shape and computes its id; Arrow converts the kept dicts to columns in C++.
     """
     tops, props, rows, leftovers = [], [], [], []
     loads, fast, top_keys, prop_keys = orjson.loads, FAST_CATEGORIES, _TOP_KEYS, _PROP_KEYS
@@ -144,9 +156,9 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
         original = pa.array([dumps(r) for r in tops], pa.binary()).cast(pa.string())
     else:
         original = pa.array([texts[i] for i in rows], pa.string())
-    arrays = [pa.array(rows, pa.int64()), original]
+    arrays = [pa.array([service_key_id(r, p) for r, p in zip(tops, props)], pa.string()), original]
     arrays += top.flatten() + prop.flatten()
-    names = ["n", "line"] + ["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS]
+    names = ["id", "line"] + ["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS]
     return pa.Table.from_arrays(arrays, names=names), leftovers
 
 
@@ -169,9 +181,8 @@ def time_range_ms(columns: pa.Table) -> tuple[int, int]:
 
 
 def _select_sql() -> str:
-    """SELECT over `_fast_in` (the extract() columns) producing logs rows BY NAME, plus `n`.
+    """SELECT over `_fast_in` (the extract() columns) producing logs rows BY NAME.
 
-    Rows whose time or resource id are not standard are left out (they go to records.py).
     Parameters: $ingested_ms. `_fast_in` also carries `source` (the input's name for each row).
     """
     cols: dict[str, str] = {}
@@ -211,16 +222,6 @@ def _select_sql() -> str:
     if unknown:
         raise RuntimeError(f"fast path targets fields the schema lacks: {unknown}")
     select = ",\n  ".join(f'{expr} AS "{name}"' for name, expr in cols.items())
-    key = " || chr(31) || ".join(
-        [f"coalesce(t_{k}, '')" for k in ("category", "resourceId", "time", "operationName", "correlationId",
-                                          "resultSignature")]
-        # key_part of a duration: extract() admits integral values only, which print without a fraction.
-        + ["coalesce(CAST(CAST(t_durationMs AS BIGINT) AS VARCHAR), '')", "coalesce(t_AssetIdentity, '')",
-           "coalesce(CAST(p_requestTime AS VARCHAR), '')", "coalesce(CAST(p_responseTime AS VARCHAR), '')",
-           "coalesce(p_objectId, '')"])
-    # DuckDB reads a UUID from 32 hex digits without hyphens: the md5 text casts straight to the id that
-    # records.py formats as 8-4-4-4-12.
-    uuid = "CAST(key_md5 AS UUID)"
     return f"""
 WITH base AS (
   SELECT *, lower(t_resourceId) AS rid,
@@ -229,11 +230,10 @@ WITH base AS (
       AND coalesce(p_responseTime, 0) <> 0 AND p_responseTime >= p_requestTime) AS recomputed
   FROM _fast_in
 ), computed AS (
-  SELECT *, CASE WHEN recomputed THEN (p_responseTime - p_requestTime) / 10000.0 ELSE t_durationMs END AS ms,
-    md5({key}) AS key_md5
+  SELECT *, CASE WHEN recomputed THEN (p_responseTime - p_requestTime) / 10000.0 ELSE t_durationMs END AS ms
   FROM base
 )
-SELECT n, {uuid} AS id,
+SELECT CAST(id AS UUID) AS id,
   {select}
 FROM computed
 """

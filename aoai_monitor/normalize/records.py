@@ -7,7 +7,6 @@ in docs/fields.md ("Where aoai-monitor differs from Elastic").
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from functools import lru_cache
@@ -23,7 +22,7 @@ from .common import (
     snake_case,
 )
 from .decode import parse_embedded_json
-from .fastpath import key_part
+from .fastpath import service_key_id
 from .metrics import is_azure_metrics_record, normalize_azure_metrics_record
 from ..schema import CONTENT_FILTER_CATEGORIES
 
@@ -92,17 +91,6 @@ def normalize_record(record: dict, raw: str, source: str = "", repairs: list[str
     else:
         doc["id"] = document_id(_with_parsed_props(record, props))
     return "logs", doc
-
-
-def service_key_id(record: dict, props) -> str:
-    """Id of a RequestResponse/Audit record from the fields that identify it; fastpath's SQL computes the
-    same from the same parts, so both engines give one record one id."""
-    parts = [key_part(record.get(k)) for k in ("category", "resourceId", "time", "operationName", "correlationId",
-                                               "resultSignature", "durationMs", "AssetIdentity")]
-    props = props if isinstance(props, dict) else {}
-    parts += [key_part(props.get(k)) for k in ("requestTime", "responseTime", "objectId")]
-    digest = hashlib.md5("\x1f".join(parts).encode()).hexdigest()
-    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
 def _with_parsed_props(record: dict, props) -> dict:
