@@ -379,8 +379,8 @@ def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summa
                 held.insert_chunk(head)
                 chunk = rest
                 records += head.records
-                if records < MAX_TX_RECORDS and held.rows and max(held.filled().values()) >= ROW_GROUP_ROWS:
-                    held.flush()
+                if max(held.filled().values()) >= ROW_GROUP_ROWS:
+                    held.flush()  # likewise
                 if records >= MAX_TX_RECORDS or max(held.filled().values()) >= ROW_GROUP_ROWS:
                     break
                 chunk = chunk if chunk is not None else next(chunks, None)
