@@ -244,9 +244,16 @@ def test_cli_otlp_command_stores_spans(tmp_path):
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
                 time.sleep(0.1)
         assert code == 200
+        # The receiver holds the store; `query` asks it, as it asks `aoai-monitor run` (examples/README.md).
+        query = subprocess.run([sys.executable, "-m", "aoai_monitor.cli", "query", "--store", str(db), "--format", "json",
+                                'SELECT "span.name" FROM spans'], capture_output=True, timeout=60)
+        assert query.returncode == 0, query.stderr.decode()
+        assert [orjson.loads(line) for line in query.stdout.splitlines()] == [{"span.name": "chat dep"}]
     finally:
         proc.terminate()
         proc.wait(10)
+    assert proc.returncode == 0, proc.stderr.read().decode()  # SIGTERM: a clean stop
+    assert not Path(str(db) + ".service.json").exists()
     with Store(db, read_only=True) as s:
         assert s.cursor().execute('SELECT "span.name", "aoai.duration_ms" FROM spans').fetchall() == [("chat dep", 12.0)]
 

@@ -585,7 +585,7 @@ def _uvicorn_server(app, host: str, port: int, embedded: bool):
     import uvicorn
 
     class EmbeddedServer(uvicorn.Server):
-        def capture_signals(self):  # inside `aoai-monitor run` signals belong to the service (it sets stop_event)
+        def capture_signals(self):  # signals belong to the caller: `run` (it sets stop_event) or otlp_command
             return contextlib.nullcontext()
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
@@ -653,6 +653,33 @@ def otlp_command(store_path: str, host: str, port: int, token: str | None, worke
     with store:
         app = create_otlp_app(store, token=token, workers=default_workers() if workers is None else workers)
         try:
-            _uvicorn_server(app, host, port, embedded=False).run()
+            asyncio.run(_serve_with_local_api(_uvicorn_server(app, host, port, embedded=True), store, store_path))
         finally:
             app.close()
+
+
+async def _serve_with_local_api(server, store, store_path: str) -> None:
+    """Serve the receiver and, as `aoai-monitor run` does (service_api), the local API through which `query`
+    and `status` reach a store this process holds (DuckDB lets no other process open it meanwhile), until
+    SIGINT or SIGTERM; then both stop and the API's discovery file is removed."""
+    import signal
+
+    from ..service_api import bind, create_api, make_server, remove_discovery, write_discovery, write_token
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C still ends the process
+            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+
+    token, token_path = write_token(store_path)
+    sock = bind("127.0.0.1", 0)
+    service = {"pid": os.getpid(), "started_ms": int(time.time() * 1000), "store": store_path, "inputs": ["otlp"]}
+    api = make_server(create_api(store, lambda: {"service": service, "partitions": {}}, token))
+    api_task = asyncio.create_task(api.serve(sockets=[sock]))
+    write_discovery(store_path, "127.0.0.1", sock.getsockname()[1], token_path)
+    try:
+        await server.serve()
+    finally:
+        remove_discovery(store_path)
+        api.should_exit = True
+        api_task.cancel()

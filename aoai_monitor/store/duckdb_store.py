@@ -112,7 +112,8 @@ class Store:
             if "lock" in str(exc).lower():
                 raise StoreError(
                     f"{self.path} is open for writing by another aoai-monitor process (DuckDB allows one writer). "
-                    "Stop it, or query through the running service (`aoai-monitor query --url …`).") from exc
+                    "Stop it first; `aoai-monitor query` and `status` ask a running `aoai-monitor run` or "
+                    "`aoai-monitor otlp` themselves.") from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         con.execute("SET TimeZone='UTC'")
         con.execute("SET preserve_insertion_order=false")
