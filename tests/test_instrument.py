@@ -179,6 +179,35 @@ def test_streaming_usage_injected_hidden_and_counted(pipeline):
     assert ttft == (4,)
 
 
+def test_by_default_a_call_is_priced_by_the_pricing_component(monkeypatch):
+    """Without a pricer argument, spans get aoai.cost from aoai_monitor.pricing with the service's rules: the
+    response's dated model, GlobalStandard assumed for a deployment the [pricing] config does not name."""
+    from datetime import datetime, timezone
+
+    from aoai_monitor import pricing
+    from aoai_monitor.instrument import flush
+    from aoai_monitor.pricing.engine import price_tokens
+    from tests.standins.azure_openai_api import USAGE
+
+    monkeypatch.delenv("AOAI_MONITOR_CONFIG", raising=False)
+    monkeypatch.setattr(pricing, "_APP_PRICING", [])
+    exporter, provider = _memory_provider()
+    instrument(tracer_provider=provider)
+    try:
+        with AzureOpenAIStandin() as api:
+            client = openai.AzureOpenAI(azure_endpoint=api.endpoint, api_key="k", api_version=API_VERSION, max_retries=0)
+            client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+            flush()
+    finally:
+        uninstrument()
+    (span,) = exporter.get_finished_spans()
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    expected, _ = price_tokens("gpt-4o", "2024-08-06", "GlobalStandard", None, month, pricing.Pricing().prices,
+                               USAGE["prompt_tokens"], USAGE["completion_tokens"], USAGE["prompt_tokens_details"]["cached_tokens"])
+    assert span.attributes["aoai.cost"] == pytest.approx(float(expected)) and expected > 0
+    assert span.attributes["cost"] == span.attributes["aoai.cost"]  # the seed's name for Elastic APM
+
+
 def test_a_stream_stays_the_sdks_stream_and_its_span_ends_however_the_caller_stops():
     """The caller gets the SDK's own Stream (isinstance, `response`); the span ends, with the response's
     status and request-id headers, when the stream is read to the end, iterated by hand, left by `break`,

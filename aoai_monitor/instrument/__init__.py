@@ -111,13 +111,8 @@ def setup(endpoint: str = "http://localhost:4318", token: str | None = None, ser
 
 
 def _pricing_component():
-    """The one place the instrumentation reaches the pricing component (aoai_monitor/pricing/).
+    """The one place the instrumentation reaches the pricing component (aoai_monitor/pricing/): its
+    price_request(deployment=, model=, input_tokens=, output_tokens=, cached_tokens=, operation=) → USD or None."""
+    from ..pricing import price_request
 
-    It must offer price_request(deployment=, model=, input_tokens=, output_tokens=, cached_tokens=,
-    operation=) → USD or None. Until it does, calls carry no aoai.cost (shown as unpriced).
-    """
-    try:
-        from ..pricing import price_request
-    except ImportError:
-        return None
     return price_request

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +22,7 @@ from .prices import PriceBook, Unpriced
 from .settings import PricingConfig, load_section, parse
 
 __all__ = ["Catalogue", "Deployment", "PriceBook", "Pricing", "Unpriced", "COST_FIELDS", "TOKEN_SOURCES", "attach",
-           "configure", "from_arm", "load_pricing", "price_documents", "record_arm_deployments"]
+           "configure", "from_arm", "load_pricing", "price_documents", "price_request", "record_arm_deployments"]
 
 log = logging.getLogger(__name__)
 _BOOKS: dict[str, PriceBook] = {}
@@ -170,6 +171,31 @@ def _with_costs(table: pa.Table, mask, docs: list[dict]) -> pa.Table:
             values[pos] = doc.get(f)
         table = table.set_column(i, f, pa.array(values, table.schema.field(f).type))
     return table
+
+
+_APP_PRICING: list = []  # [(Pricing, Catalogue)] of this process, for price_request
+_APP_PRICING_LOCK = threading.Lock()
+
+
+def price_request(*, deployment: str | None, model: str | None, input_tokens: int, output_tokens: int,
+                  cached_tokens: int = 0, operation: str | None = None) -> float | None:
+    """USD of one request an instrumented app made: the instrumentation's pricer (aoai_monitor.instrument).
+
+    The rules and prices the service applies to logs: [pricing] of $AOAI_MONITOR_CONFIG when set (deployments,
+    default SKU, overrides), else the bundled prices with GlobalStandard assumed for a deployment of unknown
+    SKU. The app has no store, so only configured deployments are known beyond that. None when the request
+    cannot be priced (unknown model, a SKU without token prices): the span then has no aoai.cost.
+    `operation` is accepted for the pricer interface; tokens are priced by model whatever the operation.
+    """
+    with _APP_PRICING_LOCK:
+        if not _APP_PRICING:
+            pricing = load_pricing()
+            _APP_PRICING.append((pricing, pricing.catalogue()))
+        pricing, catalogue = _APP_PRICING[0]
+    doc = {"@timestamp": int(time.time() * 1000), "span.id": "-", "aoai.deployment": deployment, "aoai.model": model,
+           "aoai.tokens.input": input_tokens, "aoai.tokens.output": output_tokens, "aoai.tokens.cached": cached_tokens}
+    price_documents([doc], catalogue, pricing.prices, pricing.default_sku)
+    return doc.get("aoai.cost.total")
 
 
 def attach(store, pricing: Pricing | None = None) -> None:
