@@ -22,7 +22,7 @@ import time
 import click
 
 from .config import Config, ConfigError, load
-from .service_api import bind, create_api, make_server, remove_discovery, write_discovery, write_token
+from .service_api import local_api
 from .sources import InputStatus
 from .store import Store, StoreError
 
@@ -147,41 +147,31 @@ class Service:
         if self.config.elasticsearch:  # every commit also ships to Elasticsearch (docs/elasticsearch.md)
             from . import outputs
             self.outputs = outputs.attach(self.store, self.config.elasticsearch)
-        token, token_path = write_token(self.config.store_path)
         web = self.config.sections.get("web", {})
-        sock = bind(web.get("host", self.config.api_host), int(web.get("port", self.config.api_port)))
-        self.api_port = sock.getsockname()[1]
-        web_app = self._web_app(token)
-        server = make_server(create_api(self.store, self.status_snapshot, token, web_app))
-        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
-        write_discovery(self.config.store_path, sock.getsockname()[0], self.api_port, token_path)
-        if web_app is not None:  # printed once, like `serve`: the token is the key to the UI, never logged
-            host = sock.getsockname()[0]
-            print(f"web UI: http://{host if ':' not in host else f'[{host}]'}:{self.api_port}/?token={token}",
-                  file=sys.stderr, flush=True)
         try:
-            self._build_inputs()
-            log.info("service started: %d input(s), store %s, local API on %s:%d", len(self.inputs),
-                     self.config.store_path, sock.getsockname()[0], self.api_port)
-            inputs = [asyncio.create_task(self._input_task(i), name=i.name) for i in self.inputs]
-            others = await self._components()
-            status_task = asyncio.create_task(self._status_writer())
-            ticker = asyncio.create_task(_tick(self, on_tick)) if on_tick else None
-            await self.stopping.wait()
-            await asyncio.gather(*inputs, return_exceptions=True)
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-            await status_task
-            if ticker:
-                ticker.cancel()
+            async with local_api(self.store, self.config.store_path, self.status_snapshot,
+                                 web.get("host", self.config.api_host), int(web.get("port", self.config.api_port)),
+                                 self._web_app) as api:
+                self.api_port = api.port
+                if api.web:  # printed once, like `serve`: the token is the key to the UI, never logged
+                    host = api.host if ":" not in api.host else f"[{api.host}]"
+                    print(f"web UI: http://{host}:{api.port}/?token={api.token}", file=sys.stderr, flush=True)
+                self._build_inputs()
+                log.info("service started: %d input(s), store %s, local API on %s:%d", len(self.inputs),
+                         self.config.store_path, api.host, api.port)
+                inputs = [asyncio.create_task(self._input_task(i), name=i.name) for i in self.inputs]
+                others = await self._components()
+                status_task = asyncio.create_task(self._status_writer())
+                ticker = asyncio.create_task(_tick(self, on_tick)) if on_tick else None
+                await self.stopping.wait()
+                await asyncio.gather(*inputs, return_exceptions=True)
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
+                await status_task
+                if ticker:
+                    ticker.cancel()
         finally:
-            remove_discovery(self.config.store_path)
-            server.should_exit = True
-            try:
-                await asyncio.wait_for(server_task, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                server_task.cancel()
             if self.outputs:
                 from . import outputs
                 outputs.close(self.store, self.outputs)

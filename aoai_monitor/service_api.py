@@ -7,6 +7,7 @@ and writes `<store>.service.json` (pid, host, port, token file; no secret) for o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,7 +16,7 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable, NamedTuple
 
 import orjson
 
@@ -120,6 +121,36 @@ def make_server(app):
             yield
 
     return _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+
+
+class LocalApi(NamedTuple):
+    host: str
+    port: int
+    token: str
+    web: bool  # the web UI is mounted at /
+
+
+@contextlib.asynccontextmanager
+async def local_api(store, store_path: str, status_fn: Callable[[], dict], host: str = "127.0.0.1", port: int = 0,
+                    web_app: Callable[[str], Any] | None = None) -> AsyncIterator[LocalApi]:
+    """Serve create_api for a store this process holds (with the UI `web_app(token)` makes, when it makes one),
+    findable by other commands through <store>.service.json while the block runs."""
+    token, token_path = write_token(store_path)
+    sock = bind(host, port)
+    host, port = sock.getsockname()[:2]
+    web = web_app(token) if web_app is not None else None
+    server = make_server(create_api(store, status_fn, token, web))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+    write_discovery(store_path, host, port, token_path)
+    try:
+        yield LocalApi(host, port, token, web is not None)
+    finally:
+        remove_discovery(store_path)
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, 5)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
 
 
 # --- client side (other shells) -------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def price_request(*, deployment: str | None, model: str | None, input_tokens: in
             pricing = load_pricing()
             _APP_PRICING.append((pricing, pricing.catalogue()))
         pricing, catalogue = _APP_PRICING[0]
-    doc = {"@timestamp": int(time.time() * 1000), "span.id": "-", "aoai.deployment": deployment, "aoai.model": model,
+    doc = {"@timestamp": int(time.time() * 1000), "aoai.deployment": deployment, "aoai.model": model,
            "aoai.tokens.input": input_tokens, "aoai.tokens.output": output_tokens, "aoai.tokens.cached": cached_tokens}
     price_documents([doc], catalogue, pricing.prices, pricing.default_sku)
     return doc.get("aoai.cost.total")

@@ -661,25 +661,16 @@ def otlp_command(store_path: str, host: str, port: int, token: str | None, worke
 async def _serve_with_local_api(server, store, store_path: str) -> None:
     """Serve the receiver and, as `aoai-monitor run` does (service_api), the local API through which `query`
     and `status` reach a store this process holds (DuckDB lets no other process open it meanwhile), until
-    SIGINT or SIGTERM; then both stop and the API's discovery file is removed."""
+    SIGINT or SIGTERM."""
     import signal
 
-    from ..service_api import bind, create_api, make_server, remove_discovery, write_discovery, write_token
+    from ..service_api import local_api
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C still ends the process
             loop.add_signal_handler(sig, setattr, server, "should_exit", True)
-
-    token, token_path = write_token(store_path)
-    sock = bind("127.0.0.1", 0)
-    service = {"pid": os.getpid(), "started_ms": int(time.time() * 1000), "store": store_path, "inputs": ["otlp"]}
-    api = make_server(create_api(store, lambda: {"service": service, "partitions": {}}, token))
-    api_task = asyncio.create_task(api.serve(sockets=[sock]))
-    write_discovery(store_path, "127.0.0.1", sock.getsockname()[1], token_path)
-    try:
+    status = {"service": {"pid": os.getpid(), "started_ms": int(time.time() * 1000), "store": store_path,
+                          "inputs": ["otlp"]}, "partitions": {}}
+    async with local_api(store, store_path, lambda: status):
         await server.serve()
-    finally:
-        remove_discovery(store_path)
-        api.should_exit = True
-        api_task.cancel()

@@ -283,6 +283,7 @@ class Store:
 _NOT_EXISTING = ("WHERE b.id NOT IN (SELECT id FROM {table} "
                  "WHERE \"@timestamp\" BETWEEN epoch_ms($lo::BIGINT) AND epoch_ms($hi::BIGINT))")
 
+
 def _bind(sql: str, **values: int) -> str:
     """Put integer parameters ($name) into SQL as literals: relation queries take none, and DuckDB plans a
     prepared statement with parameters again at every run."""
