@@ -25,6 +25,7 @@ from aoai_monitor.normalize.common import (
     parse_time_ms,
     snake_case,
 )
+from aoai_monitor.normalize.fastpath import key_part, service_key_id
 from aoai_monitor.normalize.records import normalize_record
 
 # --- oracles: the general rules, as they were before the fast paths ------------------------------------
@@ -213,6 +214,38 @@ def test_document_id_matches_the_general_rule(record, enqueue):
     if enqueue:
         record["EnqueueTime"] = "2025-01-01T00:00:00Z"
     assert outcome(common.document_id, record) == outcome(ref_document_id, record)
+
+
+def ref_service_key_id(record: dict, props) -> str:
+    parts = [key_part(record.get(k)) for k in ("category", "resourceId", "time", "operationName", "correlationId",
+                                               "resultSignature", "durationMs", "AssetIdentity")]
+    props = props if isinstance(props, dict) else {}
+    parts += [key_part(props.get(k)) for k in ("requestTime", "responseTime", "objectId")]
+    digest = hashlib.md5("\x1f".join(parts).encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+
+_KEY_FIELDS = ["category", "resourceId", "time", "operationName", "correlationId", "resultSignature", "durationMs",
+               "AssetIdentity", "requestTime", "responseTime", "objectId"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(record=st.dictionaries(st.sampled_from(_KEY_FIELDS + ["other"]), st.one_of(json_values, odd_values), max_size=9),
+       props=st.one_of(st.dictionaries(st.sampled_from(_KEY_FIELDS), st.one_of(json_values, odd_values), max_size=4),
+                       json_values))
+def test_service_key_id_matches_the_general_rule(record, props):
+    assert outcome(service_key_id, record, props) == outcome(ref_service_key_id, record, props)
+
+
+def test_service_key_id_is_the_id_stored_by_earlier_versions():
+    """A change of the id rule would make a re-ingest duplicate every record already in a store."""
+    record = {"category": "RequestResponse", "time": "2025-11-01T12:26:40.1234567Z", "durationMs": 102,
+              "resourceId": "/SUBSCRIPTIONS/12CABCB4-86E8-404F-A3D2-1DC9982F45CA/RESOURCEGROUPS/RG/PROVIDERS/"
+                            "MICROSOFT.COGNITIVESERVICES/ACCOUNTS/AOAI", "operationName": "ChatCompletions_Create",
+              "correlationId": "9d3a6e98-fc11-48d0-82cf-4de065c1a1f8", "resultSignature": "200"}
+    props = {"requestTime": 638975220001234567, "responseTime": 638975220011234567,
+             "objectId": "b610ab05-ce06-4cc1-a6dd-174b9f80468a"}
+    assert service_key_id(record, props) == "25b64f16-8f7e-a751-2b9b-155d37be4e18"  # computed by 0.x up to cd19a16
 
 
 def ref_valid_ip(value: str) -> bool:
