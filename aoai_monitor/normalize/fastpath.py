@@ -64,7 +64,7 @@ _STANDARD_RID = re.compile(_RID_RE).match
 
 
 def key_part(value) -> str:
-    """Text of one id component; records.service_key_id and this path share it."""
+    """Text of one part of service_key_id's key (the general rule; service_key_id inlines str and int)."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -72,11 +72,14 @@ def key_part(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        # Integral numbers print without a fraction whatever their JSON form (102 and 102.0), as DuckDB's twin does.
+        # Integral numbers print without a fraction whatever their JSON form (102 and 102.0).
         if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return repr(value)
     return orjson.dumps(value).decode()
+
+
+_NO_PROPS: dict = {}  # read-only stand-in for properties that are not an object
 
 
 def service_key_id(record: dict, props) -> str:
@@ -94,7 +97,6 @@ def service_key_id(record: dict, props) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
-_NO_PROPS: dict = {}
 _TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
 _PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
 _NUMBER = (int, float, type(None))
