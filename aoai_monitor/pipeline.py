@@ -214,7 +214,7 @@ def commit_prepared(store: Store, prepared: PreparedChunk | list[PreparedChunk],
     """One transaction: the chunks' documents, dead letters and the input state that covers them."""
     chunks = prepared if isinstance(prepared, list) else [prepared]
     with store.transaction() as tx:
-        held = _HeldDocuments(tx)
+        held = HeldDocuments(tx)
         for chunk in chunks:
             held.insert_chunk(chunk)
         held.flush()
@@ -370,7 +370,7 @@ def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summa
             since_reopen = 0
         records = 0
         with store.transaction(bulk=True) as tx:
-            held = _HeldDocuments(tx)
+            held = HeldDocuments(tx)
             while True:
                 head, rest = _split_chunk(chunk, {name: ROW_GROUP_ROWS - filled for name, filled in held.filled().items()})
                 if rest is not None and held.rows:
@@ -441,9 +441,10 @@ def _account(summary: IngestSummary, result: CommitResult, records: int, on_batc
 HELD_BYTES = 4 << 20
 
 
-class _HeldDocuments:
-    """A transaction's inserts: fast-path columns at once (they are most of a chunk), the rest held until
-    HELD_BYTES of it wait or flush() (which the transaction must call before it commits)."""
+class HeldDocuments:
+    """A transaction's documents other than fast-path columns, and its dead letters, held to go in as one
+    statement per table at flush() (which the transaction must call before it commits). insert_chunk inserts
+    a chunk's fast-path columns at once (they are most of it) and flushes once HELD_BYTES wait."""
 
     def __init__(self, tx):
         self.tx = tx
@@ -457,15 +458,26 @@ class _HeldDocuments:
         stored = self.tx.result.stored
         return {name: stored.get(name, 0) + self.rows.get(name, 0) for name in ("logs", "metrics")}
 
+    def hold(self, name: str, part: tuple) -> None:
+        """A docs_to_arrow (table, lo, hi) for `name`."""
+        self.tables.setdefault(name, []).append(part)
+        self.rows[name] = self.rows.get(name, 0) + part[0].num_rows
+        self.bytes += part[0].nbytes
+
+    def hold_rejects(self, rejects) -> None:
+        if rejects is not None:
+            self.rejects.append(rejects)
+            self.bytes += rejects.nbytes
+
+    def hold_documents(self, chunk: PreparedChunk) -> None:
+        """A chunk's documents and dead letters, not its fast-path columns."""
+        for name, part in chunk.tables.items():
+            self.hold(name, part)
+        self.hold_rejects(chunk.rejects)
+
     def insert_chunk(self, chunk: PreparedChunk) -> None:
         self.tx.insert_fast(chunk.fast, chunk.source)
-        for name, part in chunk.tables.items():
-            self.tables.setdefault(name, []).append(part)
-            self.rows[name] = self.rows.get(name, 0) + part[0].num_rows
-            self.bytes += part[0].nbytes
-        if chunk.rejects is not None:
-            self.rejects.append(chunk.rejects)
-            self.bytes += chunk.rejects.nbytes
+        self.hold_documents(chunk)
         if self.bytes >= HELD_BYTES:
             self.flush()
 

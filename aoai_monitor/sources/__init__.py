@@ -19,9 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-import pyarrow as pa
-
 from ..normalize import Normalized
+from ..pipeline import HeldDocuments
 from ..store import CommitResult, Store
 from ..store.duckdb_store import docs_to_arrow, rejects_to_arrow
 
@@ -140,27 +139,19 @@ def write_group(store: Store, batches: list, state: dict) -> CommitResult:
     Each kind of row goes in as one statement for the whole group: a DuckDB insert into the wide logs
     table has a fixed cost of tens of milliseconds, more than a small batch's rows cost.
     """
-    tables: dict[str, list] = {}
-    rejects = []
     with store.transaction() as tx:
+        held = HeldDocuments(tx)
         for prepared, extra in batches:
             if prepared is not None:
-                for name, part in prepared.tables.items():
-                    tables.setdefault(name, []).append(part)
-                if prepared.rejects is not None:
-                    rejects.append(prepared.rejects)
+                held.hold_documents(prepared)
             if extra is not None:
                 for name, docs in (("logs", extra.logs), ("metrics", extra.metrics)):
                     if docs:
-                        tables.setdefault(name, []).append(docs_to_arrow(name, docs, tx.ingested_ms))
+                        held.hold(name, docs_to_arrow(name, docs, tx.ingested_ms))
                 if extra.rejects:
-                    rejects.append(rejects_to_arrow(extra.rejects, tx.ingested_ms))
+                    held.hold_rejects(rejects_to_arrow(extra.rejects, tx.ingested_ms))
         tx.insert_fast_many([(p.fast, p.source) for p, _ in batches if p is not None])
-        for name, parts in tables.items():
-            tx.insert_arrow(name, pa.concat_tables([t for t, _, _ in parts]),
-                            min(lo for _, lo, _ in parts), max(hi for _, _, hi in parts))
-        if rejects:
-            tx.insert_rejects_arrow(pa.concat_tables(rejects))
+        held.flush()
         tx.set_state(state)
     return tx.result
 
