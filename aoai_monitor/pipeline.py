@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from .normalize import Normalized, decode_line, decode_payload, normalize_decoded
 from .normalize.decode import Decoded, Reject, decode_parsed_line
 from .normalize.fastpath import extract_parsed, parse_lines
+from .spool import Spool, read_tables, write_tables
 from .store import CommitResult, Store
 from .store.duckdb_store import docs_to_arrow, rejects_to_arrow
 
@@ -160,6 +161,30 @@ class PreparedChunk:
     tables: dict = field(default_factory=dict)  # table name → (pa.Table, lo, hi)
     rejects: object = None  # pa.Table
     records: int = 0
+    # Set instead of the tables while they wait in a spool file (write_tables' path and layout).
+    spooled: tuple | None = None
+
+    def to_spool(self, directory: str) -> "PreparedChunk":
+        """This chunk with its tables written to a file in the spool `directory` (as is if it cannot be)."""
+        tables = {f"table:{name}": table for name, (table, _, _) in self.tables.items()}
+        for name, table in (("fast", self.fast), ("rejects", self.rejects)):
+            if table is not None:
+                tables[name] = table
+        spooled = write_tables(directory, tables)
+        if spooled is None:
+            return self
+        bounds = {name: (lo, hi) for name, (_, lo, hi) in self.tables.items()}
+        return PreparedChunk(self.source, records=self.records, spooled=(*spooled, bounds))
+
+    def from_spool(self) -> "PreparedChunk":
+        """The chunk to_spool wrote, its tables mapped from the file (no copy); as is if not spooled."""
+        if self.spooled is None:
+            return self
+        path, layout, bounds = self.spooled
+        tables = read_tables(path, layout)
+        return PreparedChunk(self.source, tables.get("fast"),
+                             {name: (tables[f"table:{name}"], *bounds[name]) for name in bounds},
+                             tables.get("rejects"), self.records)
 
 
 def prepare_lines(lines: list[str], source: str, line_numbers: list[int] | None = None,
@@ -285,10 +310,12 @@ def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
     return lines, numbers
 
 
-def prepare_block(data: bytes, first_line: int, source: str) -> PreparedChunk:
-    """prepare_lines for a block of NDJSON bytes (runs in the worker processes)."""
+def prepare_block(data: bytes, first_line: int, source: str, spool: str | None = None) -> PreparedChunk:
+    """prepare_lines for a block of NDJSON bytes (runs in the worker processes), written to the `spool`
+    directory when given."""
     lines, numbers = block_lines(data, first_line)
-    return prepare_lines(lines, source, numbers)
+    prepared = prepare_lines(lines, source, numbers)
+    return prepared.to_spool(spool) if spool else prepared
 
 
 def return_large_buffers_to_the_os() -> None:
@@ -298,11 +325,15 @@ def return_large_buffers_to_the_os() -> None:
     bulk ingest passes between processes are carved from the heap and stay in its peak RSS. A fixed threshold
     took 30-40 MB off the ingest's peak at the same speed (bench/bench_ingest.py). Process-wide, so commands
     call it, not the library; elsewhere than glibc it does nothing.
+
+    Arrow allocates through the same malloc: its default pool (mimalloc) keeps what it frees for reuse, and
+    peaked ~14 MB higher at the same speed (ARROW_DEFAULT_MEMORY_POOL, 4 alternating 300k-record runs).
     """
     try:
         ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError, TypeError):  # no mallopt in this C library (macOS, Windows)
-        pass
+        return
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _more(stream) -> bool:
@@ -322,20 +353,24 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
     started = time.perf_counter()
     workers = workers if workers is not None else (os.cpu_count() or 1)
     pools: list[ProcessPoolExecutor] = []
+    spools: list[Spool] = []
     try:
-        _ingest_chunks(store, _file_chunks(files, summary, on_bytes, workers, pools), summary, on_batch)
+        _ingest_chunks(store, _file_chunks(files, summary, on_bytes, workers, pools, spools), summary, on_batch)
     finally:
         for pool in pools:
             pool.shutdown()
             gc.unfreeze()
+        for spool in spools:
+            spool.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: int,
-                 pools: list[ProcessPoolExecutor]) -> Iterator[PreparedChunk]:
+                 pools: list[ProcessPoolExecutor], spools: list[Spool]) -> Iterator[PreparedChunk]:
     """Prepared chunks of every file in order. NDJSON streams through the worker pool (started, into `pools`,
-    by the first file large enough to need it); anything else is decoded whole here."""
+    by the first file large enough to need it, with its spool into `spools` where shared memory allows);
+    anything else is decoded whole here."""
     for path in files:
         summary.files += 1
         source = f"file:{path}"
@@ -343,7 +378,9 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
             if _looks_like_ndjson(stream):
                 if workers > 1 and not pools and path.stat().st_size > CHUNK_BYTES:
                     pools.append(_worker_pool(workers))
-                yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers)
+                    spools += filter(None, [Spool.create()])
+                yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers,
+                                              spools[0].path if spools else None)
                 continue
         for batch in read_batches(path, on_bytes=on_bytes):
             yield _chunk(source, batch)
@@ -490,19 +527,20 @@ class HeldDocuments:
         self.tables, self.rows, self.rejects, self.bytes = {}, {}, [], 0
 
 
-def _prepared_in_order(blocks, source: str, pool, workers: int) -> Iterator[PreparedChunk]:
-    """Prepared blocks in input order, at most workers + 1 in flight (bounded memory)."""
+def _prepared_in_order(blocks, source: str, pool, workers: int, spool: str | None) -> Iterator[PreparedChunk]:
+    """Prepared blocks in input order, at most workers + 1 in flight (bounded memory), handed over through the
+    `spool` directory when there is one."""
     if pool is None:
         for data, first_line in blocks:
             yield prepare_block(data, first_line, source)
         return
     pending: deque = deque()
     for data, first_line in blocks:
-        pending.append(pool.submit(prepare_block, data, first_line, source))
+        pending.append(pool.submit(prepare_block, data, first_line, source, spool))
         if len(pending) > workers:
-            yield pending.popleft().result()
+            yield pending.popleft().result().from_spool()
     while pending:
-        yield pending.popleft().result()
+        yield pending.popleft().result().from_spool()
 
 
 def total_bytes(files: list[Path]) -> int:

@@ -1,0 +1,129 @@
+"""Worker results handed to the writer through shared memory (aoai_monitor.spool) arrive whole, leave no files
+behind, and fall back to the pipe where shared memory cannot take them."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from aoai_monitor import pipeline, spool
+from aoai_monitor.pipeline import PreparedChunk, ingest_files, prepare_block
+from aoai_monitor.store import Store
+from tests.core_helpers import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench.gen_records import records  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not spool.SHARED_MEMORY.is_dir(), reason="no /dev/shm on this system")
+
+
+def test_tables_come_back_equal_mapped_and_aligned_and_the_file_is_gone(tmp_path: Path):
+    tables = {
+        "numbers": pa.table({"n": pa.array(range(50_001), pa.int64()), "x": pa.array([1.5] * 50_001)}),
+        "text": pa.table({"s": ["é" * (i % 7) for i in range(999)], "missing": pa.nulls(999, pa.string())}),
+        "empty": pa.table({"e": pa.array([], pa.timestamp("ms"))}),
+    }
+    path, layout = spool.write_tables(str(tmp_path), tables)
+    allocated = pa.total_allocated_bytes()
+    back = spool.read_tables(path, layout)
+    assert pa.total_allocated_bytes() - allocated < 1000  # read in place, not copied
+    assert list(tmp_path.iterdir()) == []  # unlinked once mapped: nothing to clean up after a crash
+    gc.collect()  # the tables keep the mapping alive by themselves
+    for name, table in tables.items():
+        assert back[name].equals(table), name
+    for column in back["numbers"].columns:
+        for buffer in column.chunks[0].buffers():
+            if buffer is not None:
+                assert buffer.address % 8 == 0
+
+
+def test_a_chunk_that_cannot_be_spooled_is_handed_over_as_it_is(tmp_path: Path):
+    lines = "\n".join(orjson.dumps(r).decode() for r in records(50, seed=3)) + "\n{broken\n"
+    chunk = prepare_block(lines.encode(), 1, "file:x")
+    assert chunk.fast is not None and chunk.tables and chunk.rejects is not None
+    assert chunk.to_spool(str(tmp_path / "gone")) is chunk  # a spool that cannot take the file (full, removed)
+
+    spooled = chunk.to_spool(str(tmp_path))
+    assert spooled.fast is None and not spooled.tables and spooled.spooled
+    back = spooled.from_spool()
+    assert back.fast.equals(chunk.fast) and back.rejects.equals(chunk.rejects) and back.records == chunk.records
+    assert {name: (t.num_rows, lo, hi) for name, (t, lo, hi) in back.tables.items()} == \
+        {name: (t.num_rows, lo, hi) for name, (t, lo, hi) in chunk.tables.items()}
+    assert chunk.from_spool() is chunk
+
+
+def test_spools_of_killed_processes_are_swept_and_live_ones_kept():
+    gone = multiprocessing.get_context("fork").Process(target=lambda: None)
+    gone.start()
+    gone.join()
+    abandoned = spool.SHARED_MEMORY / f"{spool.PREFIX}{gone.pid}-test"
+    alive = spool.SHARED_MEMORY / f"{spool.PREFIX}{os.getpid()}-test"
+    for directory in (abandoned, alive):
+        directory.mkdir()
+        (directory / "chunk.arrow").write_bytes(b"x" * 1000)
+    try:
+        created = spool.Spool.create()
+        assert created is not None and Path(created.path).is_dir()
+        created.close()
+        assert not Path(created.path).exists()
+        assert not abandoned.exists() and alive.exists()
+    finally:
+        for directory in (abandoned, alive):
+            if directory.exists():
+                (directory / "chunk.arrow").unlink()
+                directory.rmdir()
+
+
+def _stored(store: Store) -> dict[str, list]:
+    stamps = {"logs": "event.ingested", "metrics": "event.ingested", "dead_letters": "received_at"}
+    return {table: store.cursor().execute(f'SELECT * EXCLUDE ("{stamp}") FROM {table} ORDER BY id').fetchall()
+            for table, stamp in stamps.items()}
+
+
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["spool", "pipe"])
+def test_worker_ingest_stores_what_one_process_stores(tmp_path: Path, monkeypatch, shared_memory: bool):
+    lines = [orjson.dumps(r).decode() for r in records(2500, seed=11)]  # with gateway logs: off the fast path
+    metric = {"metricName": "AzureOpenAIRequests", "timeGrain": "PT1M", "count": 3,
+              "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/P/T/N"}
+    lines[100:100] = [orjson.dumps({**metric, "time": f"2025-07-14T12:{i:02d}:00.0000000Z", "total": i}).decode()
+                      for i in range(40)] + ["{not json", "[1, 2"]
+    path = tmp_path / "big.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+
+    reference = Store(tmp_path / "reference.duckdb")
+    ingest_files(reference, [path], workers=1)
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 100_000)  # ~25 chunks across two worker processes
+    if not shared_memory:
+        monkeypatch.setattr(spool, "MIN_FREE_BYTES", 1 << 62)
+    seen_spools: set[str] = set()
+    mine = f"{spool.PREFIX}{os.getpid()}-"
+    store = Store(tmp_path / "workers.duckdb")
+    summary = ingest_files(store, [path], workers=2, on_batch=lambda _: seen_spools.update(
+        p.name for p in spool.SHARED_MEMORY.glob(mine + "*")))
+
+    assert bool(seen_spools) == shared_memory
+    assert not list(spool.SHARED_MEMORY.glob(mine + "*"))  # removed when the ingest ends
+    assert summary.records == len(lines) and summary.result.dead_lettered == 2
+    assert _stored(store) == _stored(reference)
+    assert store.count("metrics") == 40 and store.count("logs") == 2500
+
+
+def test_a_failed_ingest_removes_its_spool(tmp_path: Path, monkeypatch):
+    path = tmp_path / "big.ndjson"
+    path.write_text("\n".join(orjson.dumps(r).decode() for r in records(1500, seed=2)) + "\n")
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 100_000)
+
+    def fail(summary) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest_files(Store(tmp_path / "s.duckdb"), [path], workers=2, on_batch=fail)
+    assert not list(spool.SHARED_MEMORY.glob(f"{spool.PREFIX}{os.getpid()}-*"))
