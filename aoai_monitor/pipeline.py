@@ -220,6 +220,8 @@ def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], co
         if positions and len(batch.rejects) != before:
             batch.rejects[before:] = [(f"{source}:{positions[i]}", reason, raw)
                                       for _, reason, raw in batch.rejects[before:]]
+    if fast is not None:
+        fast = fast.append_column("aoai.source", pa.repeat(pa.scalar(source or None, pa.string()), fast.num_rows))
     return _chunk(source, batch, fast, count - len(leftovers) + batch.records, ingested_ms)
 
 
@@ -513,7 +515,7 @@ class HeldDocuments:
         self.hold_rejects(chunk.rejects)
 
     def insert_chunk(self, chunk: PreparedChunk) -> None:
-        self.tx.insert_fast(chunk.fast, chunk.source)
+        self.tx.insert_fast(chunk.fast)
         self.hold_documents(chunk)
         if self.bytes >= HELD_BYTES:
             self.flush()

@@ -4,7 +4,7 @@
 
 (a) floor: orjson.loads over the same lines (no normalization, no storage);
 (b) baseline: the straightforward path — per-record Python normalize, then batched row insert;
-(c) ours: `aoai-monitor ingest` as a separate process (whole process: start-up, reading, SQL fast path,
+(c) ours: `aoai-monitor ingest` as a separate process (whole process: start-up, reading, the fast path,
     Python fallback, commit), with its peak RSS, alone and with its worker processes.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from aoai_monitor.spool import PREFIX, SHARED_MEMORY  # noqa: E402
 from bench.gen_records import write  # noqa: E402
 
 
@@ -89,25 +90,40 @@ def _proc_mb(pid: int, file: str, field: str) -> float:
     return 0.0
 
 
-def ours(path: Path, store_path: Path, records: int) -> tuple[float, float, float]:
-    """Rate, peak RSS of the ingest process (sampled every 20 ms), and peak memory of it with its workers (sum
-    of PSS, sampled every 0.5 s). (getrusage's RUSAGE_CHILDREN is no use here: a child's maxrss counts this
-    process's pages it shared between fork and exec.)"""
+def _spool_mb(pid: int) -> float:
+    """MB of worker results waiting in the ingest's /dev/shm spool (aoai_monitor.spool): memory that is in no
+    process's RSS until the ingest maps it."""
+    total = 0
+    for f in SHARED_MEMORY.glob(f"{PREFIX}{pid}-*/*"):
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass  # consumed meanwhile
+    return total / (1 << 20)
+
+
+def ours(path: Path, store_path: Path, records: int) -> tuple[float, float, float, float]:
+    """Rate, peak RSS of the ingest process (sampled every 20 ms), peak memory of it with its workers and its
+    spool (sum of PSS plus the spool's files, sampled every 0.5 s: conservative, a mapped file counts twice),
+    and the spool's peak (every 20 ms). (getrusage's RUSAGE_CHILDREN is no use here: a child's maxrss counts this process's
+    pages it shared between fork and exec.)"""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "aoai_monitor.cli", "ingest", str(path), "--store", str(store_path),
                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    own = total = 0.0
+    own = total = spool = 0.0
     ticks = 0
     while proc.poll() is None:
         own = max(own, _proc_mb(proc.pid, "status", "VmRSS"))
+        spooled = _spool_mb(proc.pid)
+        spool = max(spool, spooled)
         if ticks % 25 == 0:
-            total = max(total, sum(_proc_mb(pid, "smaps_rollup", "Pss") for pid in _tree(proc.pid)))
+            total = max(total, spooled + sum(_proc_mb(pid, "smaps_rollup", "Pss") for pid in _tree(proc.pid)))
         ticks += 1
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(proc.stderr.read())
-    return records / elapsed, own, total
+    return records / elapsed, own, total, spool
 
 
 def records_file(keep: str | None, records: int, prefix: str) -> tuple[Path, Path]:
@@ -137,14 +153,14 @@ def main() -> None:
     # minutes, and the ratios use the mean of the two (both are printed, so a drift shows).
     before = floor(data)
     base = baseline(data, work / "baseline.duckdb", min(args.baseline_records, args.records))
-    rate, rss, rss_total = ours(data, work / "ours.duckdb", args.records)
+    rate, rss, rss_total, spool = ours(data, work / "ours.duckdb", args.records)
     after = floor(data)
     fl = (before + after) / 2
     print(f"records: {args.records:,} ({size_mb:,.0f} MB, {size_mb * 1e6 / args.records:,.0f} B/record), cores: {os.cpu_count()}")
     print(f"(a) orjson floor:        {fl:>12,.0f} records/s  (before {before:,.0f}, after {after:,.0f})")
     print(f"(b) baseline (Python):   {base:>12,.0f} records/s  = {base / fl:6.1%} of floor")
     print(f"(c) aoai-monitor ingest: {rate:>12,.0f} records/s  = {rate / fl:6.1%} of floor, {rate / base:4.1f}x baseline, "
-          f"peak RSS {rss:,.0f} MB, with its workers {rss_total:,.0f} MB (PSS)")
+          f"peak RSS {rss:,.0f} MB, with its workers and spool {rss_total:,.0f} MB (PSS; spool peak {spool:,.0f} MB)")
 
 
 if __name__ == "__main__":

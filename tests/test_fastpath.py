@@ -1,19 +1,25 @@
-"""The SQL fast path and the Python normalizer must store identical rows for the records both can take."""
+"""The fast path (Arrow columns, normalize/fastpath.py) and the Python normalizer must store identical rows for
+the records both can take."""
 
 from __future__ import annotations
 
 import io
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import orjson
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aoai_monitor.normalize import Normalized, decode_line, normalize_decoded
 from aoai_monitor.normalize.fastpath import extract
 from aoai_monitor.pipeline import ingest_lines
 from aoai_monitor.store import Store
+from aoai_monitor.store.duckdb_store import docs_to_arrow
 from tests.core_helpers import ROOT, sample
 
 sys.path.insert(0, str(ROOT))
@@ -37,7 +43,18 @@ def _edge_cases() -> list[str]:
         {**base, "correlationId": "c5", "durationMs": 1.0, "properties": {}, "EnqueueTime": "2025-01-01T00:00:00.1"},
         {**base, "correlationId": "c6", "properties": {"apiName": "no api version here", "streamType": ""}},
         {**base, "category": "Audit", "AssetIdentity": "x", "properties": {"objectId": "o"}},
+        {**base, "correlationId": "c10", "resultSignature": " 42\x0b", "properties": {"streamType": "STREAMING"}},
+        {**base, "correlationId": "c11", "resultSignature": "--5"},  # no status, and no dead letter either
+        {**base, "correlationId": "c12", "resultSignature": "\u0663"},  # a digit, but not an ASCII one
+        {**base, "correlationId": "c13", "durationMs": 9_000_000_000_000},  # the largest admitted
+        {**base, "correlationId": "c14", "durationMs": None,
+         "properties": {"requestTime": 1, "responseTime": (1 << 53) - 1}},  # the farthest admitted ticks
         # not fast-path shaped: must still be identical because they take the Python path in both runs
+        # (the next three stopped a whole ingest once: DuckDB failed the statement)
+        {**base, "correlationId": "c15", "time": "2025-13-01T00:00:00.0000000Z"},
+        {**base, "correlationId": "c16", "durationMs": 10 ** 13},
+        {**base, "correlationId": "c17", "durationMs": None,
+         "properties": {"requestTime": -9 * 10 ** 18, "responseTime": 9 * 10 ** 18}},
         {**base, "correlationId": "c7", "durationMs": "1234"},
         {**base, "correlationId": "c8", "newKey": 1},
         {**base, "correlationId": "c9", "time": "2025-01-01T00:00:00Z"},
@@ -86,6 +103,59 @@ def test_fast_path_and_python_path_store_identical_rows(tmp_path: Path):
         assert not diffs, diffs
 
 
+_RIDS = [RID, RID.lower(), "/subscriptions/12cabcb4-86e8-404f-a3d2-1dc9982f45ca/resourceGroups/Gr\u00fcn-\u0130/providers/"
+        "Microsoft.CognitiveServices/accounts/x", "/subscriptions/x/resourcegroups/g/providers/p/t"]
+_TEXT = st.text(alphabet=" \t\n\x0b-0123456789azAZ\u00b2\u0663\u0130", max_size=22)
+_TICKS = st.one_of(st.integers(638515262815394150, 638515262825606520), st.none(), st.just(0),
+                   st.integers(638515262815394150, 638515262825606520), st.integers(-2 ** 63, 2 ** 63 - 1))
+_SHAPED = st.fixed_dictionaries({
+    "category": st.sampled_from(["RequestResponse", "Audit"]),
+    "resourceId": st.one_of(st.sampled_from(_RIDS[:2]), st.sampled_from(_RIDS)),
+    "time": st.one_of(
+        st.just("2025-01-01T00:00:00.1234567Z"),
+        st.datetimes(datetime(1000, 1, 1), datetime(9999, 12, 31)).map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"),
+        st.sampled_from(["2025-13-01T00:00:00.000Z", "2025-02-30T00:00:00.000Z", "0000-01-01T00:00:00.000Z",
+                         "2025-01-01T00:00:00Z", "2025-01-01T00:00:00.1234567Z"])),
+}, optional={
+    "operationName": st.one_of(_TEXT, st.sampled_from(["ChatCompletions_Create", ""])),
+    "correlationId": _TEXT,
+    "resultSignature": st.one_of(_TEXT, st.integers(-10 ** 20, 10 ** 20).map(str), st.sampled_from(["200", "429"])),
+    "durationMs": st.one_of(st.none(), st.integers(-10 ** 5, 10 ** 6), st.integers(-10 ** 5, 10 ** 6).map(float),
+                            st.sampled_from([-1, 0, 9e12, 9e12 + 1, 1.5]), st.integers(-10 ** 14, 10 ** 14),
+                            st.floats(allow_nan=False, allow_infinity=False)),
+    "Tenant": _TEXT, "location": _TEXT, "event": _TEXT,
+    "properties": st.fixed_dictionaries({}, optional={
+        "apiName": st.one_of(_TEXT, st.sampled_from(["Azure OpenAI API version 2024-10-21", "version ", "version"])),
+        "requestTime": _TICKS, "responseTime": _TICKS,
+        "requestLength": st.one_of(st.none(), st.integers(0, 10 ** 9), st.floats(0, 1e9)),
+        "streamType": st.one_of(_TEXT, st.sampled_from(["Streaming", "streaming", "NonStreaming", "", "STREAMİNG"])),
+        "modelDeploymentName": _TEXT, "modelName": _TEXT, "modelVersion": _TEXT, "objectId": _TEXT,
+    }),
+})
+
+
+@settings(max_examples=600, deadline=None)
+@given(shaped=st.lists(_SHAPED, min_size=1, max_size=4), as_text=st.booleans())
+def test_the_fast_path_makes_the_python_documents_of_every_record_it_admits(shaped: list[dict], as_text: bool):
+    """Every column the fast path fills holds what records.py's document stores (through docs_to_arrow), for
+    whatever values the admitted shape allows; records.py fills nothing more, beyond the writer's constants."""
+    if as_text:
+        shaped = [{**r, "properties": orjson.dumps(r["properties"]).decode()} if "properties" in r else r for r in shaped]
+    lines = [orjson.dumps(r).decode() for r in shaped]
+    table, leftovers = extract(lines)
+    admitted = [i for i in range(len(lines)) if i not in leftovers]
+    assert (table.num_rows if table is not None else 0) == len(admitted)
+    writer_sets = {"cloud.provider", "data_stream.type", "data_stream.dataset", "event.ingested", "aoai.source", "extra"}
+    for row, i in zip(table.to_pylist() if table is not None else [], admitted):
+        batch = Normalized()
+        normalize_decoded(decode_line(lines[i].encode()), "", batch)
+        assert not batch.rejects and len(batch.logs) == 1
+        stored = docs_to_arrow("logs", batch.logs, 0)[0].to_pylist()[0]
+        assert {k for k, v in stored.items() if v is not None} <= set(row) | writer_sets
+        diffs = {k: (v, stored[k]) for k, v in row.items() if v != stored[k]}
+        assert not diffs, (lines[i], diffs)
+
+
 def test_fast_path_is_idempotent(tmp_path: Path):
     lines = _lines()
     store = Store(tmp_path / "s.duckdb")
@@ -119,7 +189,7 @@ def test_duplicates_across_chunks_of_one_insert_and_in_python_documents_are_stor
     assert prepared.fast.num_rows and prepared.tables["logs"][0].num_rows  # both paths are exercised
     store = Store(tmp_path / "s.duckdb")
     with store.transaction() as tx:
-        tx.insert_fast_many([(prepared.fast, "src"), (prepared.fast, "src")])
+        tx.insert_fast_many([prepared.fast, prepared.fast])
         table, lo, hi = prepared.tables["logs"]
         tx.insert_arrow("logs", table, lo, hi)
     distinct = len(set(lines))

@@ -184,7 +184,7 @@ def store(tmp_path):
     with Store(tmp_path / "s.duckdb") as s:
         s.pricer = None
         s.commit(state=Catalogue().to_state(from_arm(ARM, account="acct-a", region="eastus")))
-        # Stored RequestResponse rows the pricer looks deployments up in (the SQL fast path stores these).
+        # Stored RequestResponse rows the pricer looks deployments up in (the fast path stores these).
         stored = [{"@timestamp": TIMES[3] + i, "id": str(uuid.UUID(int=i + 1)), "azure.open_ai.category": "RequestResponse",
                    "aoai.deployment": name, "azure.resource.name": "acct-a", "azure.resource.provider": OPENAI,
                    _P + "model_name": model, _P + "model_version": version, "azure.open_ai.location": "East US"}

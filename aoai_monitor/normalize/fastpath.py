@@ -1,13 +1,13 @@
-"""The same normalization rules as records.py for the bulk of the traffic, split between two engines.
+"""The same normalization rules as records.py for the bulk of the traffic, applied to whole columns.
 
-RequestResponse and Audit records are nearly every record of an Azure OpenAI hub or archive. Here
-Python only parses each line (orjson), copies the raw values into columns and computes the id (the same
-function as records.py: off the writer's thread, in the worker processes of a bulk ingest); DuckDB then
-applies the rules to whole columns at once (casing, resource-id parsing, times, durations). Only records whose
-shape these rules fully cover take this path (known keys, expected JSON types, a standard time and
-resource id); anything else — other categories, odd types, records needing a repair — goes through
-records.py. tests/test_fastpath.py asserts both paths produce identical documents: one set of
-semantics, two engines.
+RequestResponse and Audit records are nearly every record of an Azure OpenAI hub or archive. Here Python only
+parses each line (orjson), checks its shape, and computes its id and time (the same functions as records.py);
+Arrow then copies the values into columns and applies the rules in C++ (casing, resource-id parsing,
+durations, status codes). It runs in the worker processes of a bulk ingest, off the writer's thread. Only
+records whose shape these rules fully cover take this path (known keys, expected JSON types, a standard time
+and resource id, magnitudes the column arithmetic holds exactly); anything else — other categories, odd
+types, records needing a repair — goes through records.py. tests/test_fastpath.py asserts both paths produce
+identical documents, for samples and for hypothesis' records: one set of semantics, two engines.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import TABLES
-from .common import parse_time_ms
+from .common import INT_BLANKS, INT_TEXT, parse_time_ms
 
 FAST_CATEGORIES = frozenset({"RequestResponse", "Audit"})
 _P = "azure.open_ai.properties."
@@ -100,6 +99,10 @@ def service_key_id(record: dict, props) -> str:
 _TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
 _PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
 _NUMBER = (int, float, type(None))
+# Admitted magnitudes, within which _duration's arithmetic is exact in 64 bits and doubles: durationMs whose
+# nanoseconds fit, and tick pairs less than 2^53 apart.
+_MAX_MS = 9_000_000_000_000
+_TICKS_APART = 1 << 53
 
 
 def extract(lines: list[str]) -> tuple[pa.Table | None, list[int]]:
@@ -116,11 +119,12 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
     """extract() for records already parsed (an Event Hub envelope's list); None stands for unparsable.
 
     `texts` are the records' JSON texts (event.original); without them the admitted records are serialized.
-    Python only checks each record's shape and computes its id; Arrow converts the kept dicts to columns in C++.
+    Python only checks each record's shape and computes its id and time; Arrow converts the kept dicts to
+    columns and applies the rules in C++ (_documents).
     """
-    tops, props, rows, leftovers = [], [], [], []
+    tops, props, rows, times, leftovers = [], [], [], [], []
     loads, fast, top_keys, prop_keys = orjson.loads, FAST_CATEGORIES, _TOP_KEYS, _PROP_KEYS
-    number, standard_time, valid_rid = _NUMBER, _STANDARD_TIME, _valid_rid
+    number, apart, standard_time, valid_rid, time_ms = _NUMBER, _TICKS_APART, _STANDARD_TIME, _valid_rid, parse_time_ms
     for i, r in enumerate(records):
         if r.__class__ is not dict or r.get("category") not in fast or not r.keys() <= top_keys:
             leftovers.append(i)
@@ -136,21 +140,29 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
             leftovers.append(i)
             continue
         # Numbers must be JSON numbers (not strings or booleans), and a fractional duration keeps its exact
-        # text in the id: records.py takes both.
+        # text in the id: records.py takes both. Bounds keep the rules' integer arithmetic within 64 bits
+        # (records.py takes the rest: its Python integers do not overflow).
         d, g = r.get("durationMs"), p.get
-        if (d.__class__ not in number or g("requestTime").__class__ not in number
-                or g("responseTime").__class__ not in number or g("requestLength").__class__ not in number
-                or g("responseLength").__class__ not in number
-                or (d.__class__ is float and not (d.is_integer() and abs(d) < 1e15))):
+        req, resp = g("requestTime"), g("responseTime")
+        if (d.__class__ not in number or req.__class__ not in number or resp.__class__ not in number
+                or g("requestLength").__class__ not in number or g("responseLength").__class__ not in number
+                or (d.__class__ is float and not d.is_integer())
+                or (d is not None and not -_MAX_MS <= d <= _MAX_MS)
+                or (req is not None and resp is not None and not -apart < resp - req < apart)):
             leftovers.append(i)
             continue
         t, rid = r.get("time"), r.get("resourceId")
         if t.__class__ is not str or standard_time(t) is None or rid.__class__ is not str or not valid_rid(rid):
             leftovers.append(i)
             continue
+        ms = time_ms(t)
+        if ms is None:  # the standard form, but not a date (month 13)
+            leftovers.append(i)
+            continue
         rows.append(i)
         tops.append(r)
         props.append(p)
+        times.append(ms)
     if not rows:
         return None, leftovers
     try:
@@ -164,10 +176,78 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
         original = pa.array([dumps(r) for r in tops], pa.binary()).cast(pa.string())
     else:
         original = pa.array([texts[i] for i in rows], pa.string())
-    arrays = [pa.array([service_key_id(r, p) for r, p in zip(tops, props)], pa.string()), original]
-    arrays += top.flatten() + prop.flatten()
-    names = ["id", "line"] + ["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS]
-    return pa.Table.from_arrays(arrays, names=names), leftovers
+    ids = pa.array([service_key_id(r, p) for r, p in zip(tops, props)], pa.string())
+    raw = dict(zip(["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS], top.flatten() + prop.flatten()))
+    return _documents(ids, pa.array(times, pa.timestamp("ms")), original, raw), leftovers
+
+
+def _nullif_empty(values: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
+
+
+def _documents(ids: pa.Array, times: pa.Array, original: pa.Array, raw: dict[str, pa.Array]) -> pa.Table:
+    """The logs columns of admitted records (what records.py makes of them), from their raw columns.
+
+    Constant fields (cloud.provider, data_stream.*) and event.ingested are the writer's (Transaction.insert_fast).
+    """
+    out = {"id": ids, "@timestamp": times}
+    for key, (target, typ) in {**_TOP, **_PROPS}.items():
+        if target:
+            values = raw[("t_" if key in _TOP else "p_") + key]
+            out[target] = _nullif_empty(values) if typ == pa.string() else values
+    # extract_parsed admitted only ids matching _RID_RE: their parts are plain '/'-separated positions.
+    rid = pc.ascii_lower(raw["t_resourceId"])
+    parts = pc.split_pattern(rid, "/")
+    subscription = pc.list_element(parts, 2)
+    out.update({
+        "azure.resource.id": rid,
+        "azure.subscription_id": subscription,
+        "cloud.account.id": subscription,
+        "azure.resource.group": pc.list_element(parts, 4),
+        "azure.resource.provider": pc.binary_join_element_wise(pc.list_element(parts, 6), pc.list_element(parts, 7), "/"),
+        "azure.resource.name": pc.list_element(parts, 8),
+        "event.original": original,
+        "aoai.operation": out["azure.open_ai.operation_name"],
+        "aoai.deployment": out[_P + "model_deployment_name"],
+        "aoai.model": out[_P + "model_name"],
+        "aoai.model_version": out[_P + "model_version"],
+    })
+    out.update(_duration(raw["t_durationMs"], raw["p_requestTime"], raw["p_responseTime"]))
+    # records._int: a result signature that is an integer in text is the status code.
+    signature = raw["t_resultSignature"]
+    numeric = pc.fill_null(pc.match_substring_regex(signature, f"^{INT_TEXT}$"), False)
+    digits = pc.utf8_trim(pc.if_else(numeric, signature, pa.scalar(None, pa.string())), characters=INT_BLANKS)
+    status = pc.cast(digits, pa.int64())
+    out["aoai.status_code"] = status
+    out["event.outcome"] = pc.if_else(pc.less(status, 400), "success", "failure")
+    api = raw["p_apiName"]
+    versioned = pc.fill_null(pc.match_substring(api, "version"), False)
+    last_word = pc.struct_field(pc.extract_regex(api, r"(?P<v>[^ ]*)$"), [0])
+    out["aoai.api_version"] = pc.if_else(versioned, last_word, pa.scalar(None, pa.string()))
+    stream = raw["p_streamType"]  # ASCII lower: no other letter lowercases to one of "streaming" in Python
+    out["aoai.stream"] = pc.if_else(pc.equal(stream, ""), pa.scalar(None, pa.bool_()),
+                                    pc.equal(pc.ascii_lower(stream), "streaming"))
+    return pa.table(out)
+
+
+def _duration(given: pa.Array, request_ticks: pa.Array, response_ticks: pa.Array) -> dict[str, pa.Array]:
+    """records._duration over columns: durationMs, recomputed from the ticks when missing or negative (#9987)."""
+    broken = pc.fill_null(pc.less(given, 0.0), True)
+    recomputed = pc.and_(broken, pc.fill_null(pc.and_(
+        pc.and_(pc.not_equal(request_ticks, 0), pc.not_equal(response_ticks, 0)),
+        pc.greater_equal(response_ticks, request_ticks)), False))
+    # Ticks are 100 ns. Where recomputed, the admitted bounds make the difference and its double exact, so one
+    # division rounds as Python's int / int does.
+    from_ticks = pc.divide(pc.cast(pc.subtract(response_ticks, request_ticks), pa.float64()), 10_000.0)
+    ms = pc.if_else(recomputed, from_ticks, given)
+    ns = pc.round(pc.multiply(ms, 1_000_000.0), round_mode="half_to_even")  # Python's round
+    repairs = pa.array([None, ["missing_duration"], ["negative_duration"]], pa.list_(pa.string()))
+    which = pc.if_else(recomputed, pc.if_else(pc.is_null(given), 1, 2), 0)
+    return {
+        "event.duration": pc.cast(ns, pa.int64()),
+        "aoai.duration_ms": ms,
+        "aoai.repairs": pc.take(repairs, which),
+    }
 
 
 def _loads_or_none(line: str):
@@ -179,72 +259,5 @@ def _loads_or_none(line: str):
 
 @lru_cache(maxsize=8192)
 def _valid_rid(rid: str) -> bool:
-    return _STANDARD_RID(rid.lower()) is not None
-
-
-def time_range_ms(columns: pa.Table) -> tuple[int, int]:
-    """Epoch-ms bounds of an extract() table (ISO strings of one format order like the times they name)."""
-    bounds = pc.min_max(columns.column("t_time"))
-    return parse_time_ms(bounds["min"].as_py()), parse_time_ms(bounds["max"].as_py())
-
-
-def _select_sql() -> str:
-    """SELECT over `_fast_in` (the extract() columns) producing logs rows BY NAME.
-
-    Parameters: $ingested_ms. `_fast_in` also carries `source` (the input's name for each row).
-    """
-    cols: dict[str, str] = {}
-    for key, (target, typ) in {**_TOP, **_PROPS}.items():
-        if target:
-            col = ("t_" if key in _TOP else "p_") + key
-            cols[target] = f"nullif({col}, '')" if typ == pa.string() else col
-    cols.update({
-        "@timestamp": "CAST(substr(t_time, 1, 23) AS TIMESTAMP)",
-        "azure.resource.id": "rid",
-        # extract() admitted only ids matching _RID_RE, so its parts are plain '/'-separated positions.
-        "azure.subscription_id": "split_part(rid, '/', 3)",
-        "cloud.account.id": "split_part(rid, '/', 3)",
-        "azure.resource.group": "split_part(rid, '/', 5)",
-        "azure.resource.provider": "split_part(rid, '/', 7) || '/' || split_part(rid, '/', 8)",
-        "azure.resource.name": "split_part(rid, '/', 9)",
-        "cloud.provider": "'azure'",
-        "data_stream.type": "'logs'",
-        "data_stream.dataset": "'azure_openai.logs'",
-        "event.original": "line",
-        "event.ingested": "epoch_ms($ingested_ms::BIGINT)",
-        "aoai.source": "nullif(source, '')",
-        "event.duration": "CAST(round(ms * 1000000) AS BIGINT)",
-        "aoai.duration_ms": "ms",
-        "aoai.repairs": "CASE WHEN recomputed THEN [CASE WHEN t_durationMs IS NULL THEN 'missing_duration' ELSE 'negative_duration' END] END",
-        "aoai.status_code": "status",
-        "event.outcome": "CASE WHEN status IS NULL THEN NULL WHEN status < 400 THEN 'success' ELSE 'failure' END",
-        "aoai.operation": "nullif(t_operationName, '')",
-        "aoai.deployment": "nullif(p_modelDeploymentName, '')",
-        "aoai.model": "nullif(p_modelName, '')",
-        "aoai.model_version": "nullif(p_modelVersion, '')",
-        "aoai.api_version": "CASE WHEN contains(p_apiName, 'version') THEN regexp_extract(p_apiName, '([^ ]*)$', 1) END",
-        "aoai.stream": "CASE WHEN nullif(p_streamType, '') IS NOT NULL THEN lower(p_streamType) = 'streaming' END",
-    })
-    columns = {f.name for f in TABLES["logs"]}
-    unknown = [c for c in cols if c not in columns]
-    if unknown:
-        raise RuntimeError(f"fast path targets fields the schema lacks: {unknown}")
-    select = ",\n  ".join(f'{expr} AS "{name}"' for name, expr in cols.items())
-    return f"""
-WITH base AS (
-  SELECT *, lower(t_resourceId) AS rid,
-    CASE WHEN regexp_matches(t_resultSignature, '^\\s*-?\\d{{1,18}}\\s*$') THEN CAST(trim(t_resultSignature) AS BIGINT) END AS status,
-    ((t_durationMs IS NULL OR t_durationMs < 0) AND coalesce(p_requestTime, 0) <> 0
-      AND coalesce(p_responseTime, 0) <> 0 AND p_responseTime >= p_requestTime) AS recomputed
-  FROM _fast_in
-), computed AS (
-  SELECT *, CASE WHEN recomputed THEN (p_responseTime - p_requestTime) / 10000.0 ELSE t_durationMs END AS ms
-  FROM base
-)
-SELECT CAST(id AS UUID) AS id,
-  {select}
-FROM computed
-"""
-
-
-FAST_SELECT = _select_sql()
+    # ASCII only: Python's lower() turns a few letters elsewhere into two ("İ"); records.py takes those.
+    return rid.isascii() and _STANDARD_RID(rid.lower()) is not None

@@ -14,6 +14,7 @@ from operator import itemgetter
 from urllib.parse import parse_qs, urlsplit
 
 from .common import (
+    INT_TEXT,
     document_id,
     flatten_fresh,
     flatten_into,
@@ -575,6 +576,9 @@ def _number(value) -> float | None:
     return None
 
 
+_INT_TEXT = re.compile(INT_TEXT).fullmatch
+
+
 def _int(value) -> int | None:
     if isinstance(value, bool):
         return None
@@ -582,8 +586,8 @@ def _int(value) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and (match := _INT_TEXT(value)):
+        return int(match.group(1))
     return None
 
 

@@ -102,7 +102,7 @@ class IngestPricer:
                     names, count = {d.get("aoai.deployment") for d in docs}, len(docs)
                 else:
                     docs, names, count = None, columns.deployments(sub), sub.num_rows
-                # RequestResponse rows may take the SQL fast path and never pass here: look the deployments
+                # RequestResponse rows on the fast path (not priced: no tokens) never pass here: look the deployments
                 # this batch names up in the stored logs (once per deployment and process). store.con is the
                 # open transaction's connection (the caller holds the store lock), so it sees this chunk's rows.
                 unseen = sorted(names - self._looked_up - {None})

@@ -173,7 +173,7 @@ def learn_from_store(con, names: list[str] | None = None) -> list[Deployment]:
     """Deployments as stored RequestResponse / usage records reveal them (latest record per deployment).
 
     `con` is a DuckDB connection or cursor: inside a store transaction pass the store's own connection, so
-    rows inserted earlier in the same transaction (the SQL fast path) are seen."""
+    rows inserted earlier in the same transaction (the fast path's) are seen."""
     where, params = "", []
     if names:
         where, params = 'AND "aoai.deployment" IN (SELECT unnest(?))', [list(names)]

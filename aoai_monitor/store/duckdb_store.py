@@ -284,6 +284,11 @@ _NOT_EXISTING = ("WHERE b.id NOT IN (SELECT id FROM {table} "
                  "WHERE \"@timestamp\" BETWEEN epoch_ms($lo::BIGINT) AND epoch_ms($hi::BIGINT))")
 
 
+# What records.py sets on every RequestResponse/Audit document (the fast path's rows).
+_FAST_CONSTANTS = ("'azure' AS \"cloud.provider\", 'logs' AS \"data_stream.type\", "
+                   "'azure_openai.logs' AS \"data_stream.dataset\"")
+
+
 def _bind(sql: str, **values: int) -> str:
     """Put integer parameters ($name) into SQL as literals: relation queries take none, and DuckDB plans a
     prepared statement with parameters again at every run."""
@@ -366,23 +371,23 @@ class Transaction:
                 self.set_state(state)
             self._count(name, table.num_rows, self._insert_new(name, table, lo, hi))
 
-    def insert_fast(self, columns: pa.Table | None, source: str) -> None:
-        """Insert records extracted by normalize.fastpath.extract; DuckDB applies the rules to whole columns."""
-        self.insert_fast_many([(columns, source)])
+    def insert_fast(self, columns: pa.Table | None) -> None:
+        """Insert the logs columns of normalize.fastpath.extract (with aoai.source): no pricing, as they carry
+        no tokens; the fields that are the same for every such row are the statement's constants."""
+        self.insert_fast_many([columns])
 
-    def insert_fast_many(self, chunks: list[tuple[pa.Table | None, str]]) -> None:
-        """insert_fast for several (columns, source) chunks in one statement."""
-        from ..normalize.fastpath import FAST_SELECT, time_range_ms
-
-        tables = [columns.append_column("source", pa.repeat(pa.scalar(source, pa.string()), columns.num_rows))
-                  for columns, source in chunks if columns is not None and columns.num_rows]
+    def insert_fast_many(self, tables: list[pa.Table | None]) -> None:
+        """insert_fast for several chunks' columns in one statement."""
+        tables = [t for t in tables if t is not None and t.num_rows]
         if not tables:
             return
         columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        lo, hi = time_range_ms(columns)
+        bounds = pc.min_max(columns.column("@timestamp").cast(pa.int64()))
         inserted = self._run_over(_first_of_each_id(columns), "_fast_in", _bind(
-            f"INSERT INTO logs BY NAME SELECT b.* FROM ({FAST_SELECT}) b " + _NOT_EXISTING.format(table="logs"),
-            ingested_ms=self.ingested_ms, lo=lo, hi=hi))
+            "INSERT INTO logs BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id), "
+            f"epoch_ms($ingested_ms::BIGINT) AS \"event.ingested\", {_FAST_CONSTANTS} FROM _fast_in) b "
+            + _NOT_EXISTING.format(table="logs"),
+            ingested_ms=self.ingested_ms, lo=bounds["min"].as_py(), hi=bounds["max"].as_py()))
         self._count("logs", columns.num_rows, inserted)
 
     def set_state(self, values: dict[str, object]) -> None:
