@@ -380,7 +380,9 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
             if _looks_like_ndjson(stream):
                 if workers > 1 and not pools and path.stat().st_size > CHUNK_BYTES:
                     pools.append(_worker_pool(workers))
-                    spools += filter(None, [Spool.create()])
+                    spool = Spool.create()
+                    if spool is not None:
+                        spools.append(spool)
                 yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers,
                                               spools[0].path if spools else None)
                 continue

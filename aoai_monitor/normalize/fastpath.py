@@ -24,6 +24,8 @@ from .common import INT_BLANKS, INT_TEXT, parse_time_ms
 
 FAST_CATEGORIES = frozenset({"RequestResponse", "Audit"})
 _P = "azure.open_ai.properties."
+# What records.py sets on every RequestResponse/Audit document: the writer's insert adds them as constants.
+FAST_CONSTANTS = {"cloud.provider": "azure", "data_stream.type": "logs", "data_stream.dataset": "azure_openai.logs"}
 
 # Record key → (target field or None when a rule below uses it, Arrow type the value must convert to).
 _TOP = {
@@ -188,7 +190,7 @@ def _nullif_empty(values: pa.Array) -> pa.Array:
 def _documents(ids: pa.Array, times: pa.Array, original: pa.Array, raw: dict[str, pa.Array]) -> pa.Table:
     """The logs columns of admitted records (what records.py makes of them), from their raw columns.
 
-    Constant fields (cloud.provider, data_stream.*) and event.ingested are the writer's (Transaction.insert_fast).
+    FAST_CONSTANTS and event.ingested are the writer's (Transaction.insert_fast).
     """
     out = {"id": ids, "@timestamp": times}
     for key, (target, typ) in {**_TOP, **_PROPS}.items():

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from .. import schema
 from ..normalize.common import key_id
+from ..normalize.fastpath import FAST_CONSTANTS
 
 DEFAULT_PATH = "aoai-monitor.duckdb"
 # Committed rows wait in the write-ahead log until it holds this much; the checkpoint then compresses them into
@@ -284,11 +285,6 @@ _NOT_EXISTING = ("WHERE b.id NOT IN (SELECT id FROM {table} "
                  "WHERE \"@timestamp\" BETWEEN epoch_ms($lo::BIGINT) AND epoch_ms($hi::BIGINT))")
 
 
-# What records.py sets on every RequestResponse/Audit document (the fast path's rows).
-_FAST_CONSTANTS = ("'azure' AS \"cloud.provider\", 'logs' AS \"data_stream.type\", "
-                   "'azure_openai.logs' AS \"data_stream.dataset\"")
-
-
 def _bind(sql: str, **values: int) -> str:
     """Put integer parameters ($name) into SQL as literals: relation queries take none, and DuckDB plans a
     prepared statement with parameters again at every run."""
@@ -383,9 +379,10 @@ class Transaction:
             return
         columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         bounds = pc.min_max(columns.column("@timestamp").cast(pa.int64()))
+        constants = "".join(f", '{value}' AS {_q(name)}" for name, value in FAST_CONSTANTS.items())
         inserted = self._run_over(_first_of_each_id(columns), "_fast_in", _bind(
             "INSERT INTO logs BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id), "
-            f"epoch_ms($ingested_ms::BIGINT) AS \"event.ingested\", {_FAST_CONSTANTS} FROM _fast_in) b "
+            f"epoch_ms($ingested_ms::BIGINT) AS \"event.ingested\"{constants} FROM _fast_in) b "
             + _NOT_EXISTING.format(table="logs"),
             ingested_ms=self.ingested_ms, lo=bounds["min"].as_py(), hi=bounds["max"].as_py()))
         self._count("logs", columns.num_rows, inserted)
