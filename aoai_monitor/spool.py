@@ -36,10 +36,10 @@ class Spool:
     def create(cls) -> "Spool | None":
         """A new spool, or None where shared memory is missing or small (the caller pickles results instead)."""
         try:
+            _sweep_abandoned()  # first: what they hold counts against the free space
             stats = os.statvfs(SHARED_MEMORY)
             if not os.access(SHARED_MEMORY, os.W_OK) or stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
                 return None
-            _sweep_abandoned()
             return cls(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=SHARED_MEMORY))
         except OSError:
             return None
