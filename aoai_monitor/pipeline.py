@@ -22,14 +22,13 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .normalize import Normalized, decode_line, decode_payload, normalize_decoded
 from .normalize.decode import Decoded, Reject, decode_parsed_line
 from .normalize.fastpath import extract_parsed, parse_lines
 from .spool import Spool, read_tables, write_tables
 from .store import CommitResult, Store
-from .store.duckdb_store import docs_to_arrow, rejects_to_arrow
+from .store.duckdb_store import docs_to_arrow, rejects_to_arrow, time_bounds
 
 BATCH_RECORDS = 20_000
 WHOLE_FILE_LIMIT = 512 * 1024 * 1024
@@ -464,8 +463,7 @@ def _split_chunk(chunk: PreparedChunk, room: dict[str, int]) -> tuple[PreparedCh
 
 def _with_bounds(table) -> tuple[object, int, int]:
     """A docs_to_arrow table with its @timestamp range in epoch ms, as insert_arrow takes it."""
-    bounds = pc.min_max(table.column("@timestamp").cast(pa.int64()))
-    return table, bounds["min"].as_py(), bounds["max"].as_py()
+    return (table, *time_bounds(table))
 
 
 def _account(summary: IngestSummary, result: CommitResult, records: int, on_batch) -> None:

@@ -309,10 +309,13 @@ class Transaction:
         self.result.stored[name] = self.result.stored.get(name, 0) + inserted
         self.result.duplicates[name] = self.result.duplicates.get(name, 0) + offered - inserted
 
-    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int) -> int:
+    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int, constants: dict[str, str] | None = None) -> int:
+        """Insert the rows of `table` (time range lo..hi, epoch ms) whose id is new; `constants` are columns the
+        statement adds (SQL expressions by column name). Returns the rows inserted."""
+        added = "".join(f", {expr} AS {_q(column)}" for column, expr in (constants or {}).items())
         return self._run_over(_first_of_each_id(table), "_batch", _bind(
-            f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id) FROM _batch) b "
-            f"{_NOT_EXISTING.format(table=name)}", lo=lo, hi=hi))
+            f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id){added} "
+            f"FROM _batch) b {_NOT_EXISTING.format(table=name)}", lo=lo, hi=hi))
 
     def _run_over(self, table: pa.Table, name: str, sql: str) -> int:
         """Run a write statement that reads `table` under `name`; returns its row count.
@@ -378,14 +381,9 @@ class Transaction:
         if not tables:
             return
         columns = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        bounds = pc.min_max(columns.column("@timestamp").cast(pa.int64()))
-        constants = "".join(f", '{value}' AS {_q(name)}" for name, value in FAST_CONSTANTS.items())
-        inserted = self._run_over(_first_of_each_id(columns), "_fast_in", _bind(
-            "INSERT INTO logs BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id), "
-            f"epoch_ms($ingested_ms::BIGINT) AS \"event.ingested\"{constants} FROM _fast_in) b "
-            + _NOT_EXISTING.format(table="logs"),
-            ingested_ms=self.ingested_ms, lo=bounds["min"].as_py(), hi=bounds["max"].as_py()))
-        self._count("logs", columns.num_rows, inserted)
+        constants = {"event.ingested": f"epoch_ms({int(self.ingested_ms)}::BIGINT)",
+                     **{name: f"'{value}'" for name, value in FAST_CONSTANTS.items()}}
+        self._count("logs", columns.num_rows, self._insert_new("logs", columns, *time_bounds(columns), constants))
 
     def set_state(self, values: dict[str, object]) -> None:
         # One statement for all keys: each INSERT OR REPLACE into the keyed table costs ~3 ms, and a group
@@ -394,6 +392,12 @@ class Transaction:
             return
         params = [x for key, value in values.items() for x in (key, orjson.dumps(value).decode())]
         self.con.execute("INSERT OR REPLACE INTO state VALUES " + ", ".join(["(?, ?, now())"] * len(values)), params)
+
+
+def time_bounds(table: pa.Table) -> tuple[int, int]:
+    """The epoch-ms range of a table's @timestamp column (in C++)."""
+    bounds = pc.min_max(table.column("@timestamp").cast(pa.int64()))
+    return bounds["min"].as_py(), bounds["max"].as_py()
 
 
 def _first_of_each_id(table: pa.Table) -> pa.Table:
