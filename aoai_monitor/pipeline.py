@@ -28,7 +28,7 @@ from .normalize.decode import Decoded, Reject, decode_parsed_line
 from .normalize.fastpath import extract_parsed, parse_lines
 from .spool import Spool, read_tables, write_tables
 from .store import CommitResult, Store
-from .store.duckdb_store import docs_to_arrow, rejects_to_arrow, time_bounds
+from .store.duckdb_store import ROW_GROUP_ROWS, docs_to_arrow, rejects_to_arrow, time_bounds
 
 BATCH_RECORDS = 20_000
 WHOLE_FILE_LIMIT = 512 * 1024 * 1024
@@ -141,15 +141,13 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 # milliseconds on the wide logs table) more often; larger ones hold more in flight (workers + 1 blocks and
 # their prepared tables). 6 MiB ingests as fast as 8 MiB and peaks ~25 MB lower (bench/bench_ingest.py).
 CHUNK_BYTES = 6 << 20
-# DuckDB's row group: the unit its storage compresses, and the unit a checkpoint rewrites.
-ROW_GROUP_ROWS = 122_880
-# A bulk ingest commits each time a table gained exactly one row group of new rows. A transaction of another
+# A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A transaction of another
 # size leaves a partial row group between full ones, and a later checkpoint merges it with its neighbours by
 # rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its 71 s in the
 # checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
 MAX_TX_RECORDS = 4 * ROW_GROUP_ROWS
-# A bulk ingest reopens the store after this many records (Store.reopen: memory stays flat in input size).
-REOPEN_RECORDS = 8 * ROW_GROUP_ROWS
+# A bulk ingest reopens the store after this many records, ~1 M (Store.reopen: memory stays flat in input size).
+REOPEN_RECORDS = 24 * ROW_GROUP_ROWS
 
 
 @dataclass

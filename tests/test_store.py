@@ -180,3 +180,23 @@ def test_rows_committed_before_a_crash_are_replayed_from_the_write_ahead_log(tmp
     store = Store(path, read_only=True)
     assert store.count("logs") == 20 * 200
     assert store.get_state("position") == 19
+
+
+def test_writers_fill_row_groups_of_the_store_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The row group size is an option of each connection, not of the file: every writer opens the store with
+    ROW_GROUP_ROWS (a bulk ingest's memory budget holds one row group uncompressed), and readers see the data."""
+    import orjson
+
+    from aoai_monitor.pipeline import ingest_lines
+    from aoai_monitor.store import duckdb_store
+    from bench.gen_records import records
+
+    monkeypatch.setattr(duckdb_store, "ROW_GROUP_ROWS", 2048)
+    store = Store(tmp_path / "s.duckdb")
+    result, _ = ingest_lines(store, [orjson.dumps(r).decode() for r in records(5000, seed=7)], "rg")
+    store.con.execute("CHECKPOINT")
+    sizes = [n for (n,) in store.cursor().execute(
+        "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
+    assert sizes == [2048, 2048, result.stored["logs"] - 4096]
+    store.close()
+    assert Store(tmp_path / "s.duckdb", read_only=True).count("logs") == result.stored["logs"]

@@ -29,8 +29,8 @@ DEFAULT_PATH = "aoai-monitor.duckdb"
 # Committed rows wait in the write-ahead log until it holds this much; the checkpoint then compresses them into
 # the file. Each checkpoint rewrites a table's last, partial row group whole, so at DuckDB's default (16 MB,
 # ~15k log rows) a stream of small commits (Event Hub group commits, spans) rewrote every row ~4 times before
-# its row group filled, and each of those checkpoints held up the commits behind it. 256 MB is about two row
-# groups of logs: an Event Hub stream at 5k records/s became visible at p95 0.74-0.77 s instead of 1.60-2.16 s,
+# its row group filled, and each of those checkpoints held up the commits behind it. 256 MB is about two of
+# DuckDB's default row groups of logs (six of the store's, ROW_GROUP_ROWS): an Event Hub stream at 5k records/s became visible at p95 0.74-0.77 s instead of 1.60-2.16 s,
 # with 7 % less CPU (bench/bench_eventhub.py's freshness run, 60 s). Uncheckpointed rows are held in memory
 # (the service's budget is most of RAM), and a restart replays them from the log.
 CHECKPOINT_THRESHOLD = "256MB"
@@ -78,6 +78,33 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
+# Rows per row group of the store's tables: the unit DuckDB compresses and a checkpoint rewrites. An insert holds
+# the row group it is filling uncompressed in memory until it is whole, at ~2.4 KB per log row (most of the wide
+# table's columns take space even when NULL). DuckDB's own 122,880 held ~300 MB, which an ingest's memory budget
+# (cli.INGEST_MEMORY_LIMIT, 160 MB) held only by spilling it to temporary files and reading it back: the writer
+# spent 27 µs of CPU per record instead of 21 µs. A third of it fits (21 µs). The size is an option of each
+# connection, not of the file, so every writer opens the store with it (_open_file); existing row groups of
+# another size stay as they are.
+ROW_GROUP_ROWS = 40_960
+_CATALOG = "store"
+
+
+def _open_file(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A connection to the store file, attached under _CATALOG (its default for statements) with our row group
+    size; ":memory:" as is."""
+    if path == ":memory:":
+        return duckdb.connect(path)
+    con = duckdb.connect(":memory:")
+    try:
+        options = "READ_ONLY" if read_only else f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
+        con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {_CATALOG} ({options})")
+        con.execute(f"USE {_CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 class Store:
     """One writer per file (DuckDB's rule); any number of cursors in the same process may read meanwhile."""
 
@@ -108,7 +135,7 @@ class Store:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory_limit, threads, checkpoint_threshold = self._settings
         try:
-            con = duckdb.connect(self.path, read_only=self.read_only)
+            con = _open_file(self.path, self.read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(
@@ -250,7 +277,10 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for this thread; reads see committed data while another thread writes."""
-        return self.con.cursor()
+        cursor = self.con.cursor()
+        if self.path != ":memory:":
+            cursor.execute(f"USE {_CATALOG}")  # a cursor starts in the connection's default (in-memory) catalog
+        return cursor
 
     def count(self, table: str) -> int:
         return self.cursor().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
