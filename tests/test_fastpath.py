@@ -107,7 +107,8 @@ _RIDS = [RID, RID.lower(), "/subscriptions/12cabcb4-86e8-404f-a3d2-1dc9982f45ca/
         "Microsoft.CognitiveServices/accounts/x", "/subscriptions/x/resourcegroups/g/providers/p/t"]
 _TEXT = st.text(alphabet=" \t\n\x0b-0123456789azAZ\u00b2\u0663\u0130", max_size=22)
 _TICKS = st.one_of(st.integers(638515262815394150, 638515262825606520), st.none(), st.just(0),
-                   st.integers(638515262815394150, 638515262825606520), st.integers(-2 ** 63, 2 ** 63 - 1))
+                   st.integers(638515262815394150, 638515262825606520), st.integers(-2 ** 63, 2 ** 63 - 1),
+                   st.sampled_from([2.0, 2.5, 6.38515262815394e17]))
 _SHAPED = st.fixed_dictionaries({
     "category": st.sampled_from(["RequestResponse", "Audit"]),
     "resourceId": st.one_of(st.sampled_from(_RIDS[:2]), st.sampled_from(_RIDS)),

@@ -1,9 +1,9 @@
 """The same normalization rules as records.py for the bulk of the traffic, applied to whole columns.
 
 RequestResponse and Audit records are nearly every record of an Azure OpenAI hub or archive. Here Python only
-parses each line (orjson), checks its shape, and computes its id and time (the same functions as records.py);
-Arrow then copies the values into columns and applies the rules in C++ (casing, resource-id parsing,
-durations, status codes). It runs in the worker processes of a bulk ingest, off the writer's thread. Only
+parses each line (orjson), checks its shape, computes its time (records.py's function) and hashes its id's key;
+Arrow copies the values into columns, builds the id keys and applies the rules in C++ (casing, resource-id
+parsing, durations, status codes). It runs in the worker processes of a bulk ingest, off the writer's thread. Only
 records whose shape these rules fully cover take this path (known keys, expected JSON types, a standard time
 and resource id, magnitudes the column arithmetic holds exactly); anything else — other categories, odd
 types, records needing a repair — goes through records.py. tests/test_fastpath.py asserts both paths produce
@@ -84,10 +84,10 @@ _NO_PROPS: dict = {}  # read-only stand-in for properties that are not an object
 
 
 def service_key_id(record: dict, props) -> str:
-    """Id of a RequestResponse/Audit record from the fields that identify it, whichever engine normalizes it.
+    """Id of a RequestResponse/Audit record from the fields that identify it (records.py; _ids computes the
+    same over the fast path's columns).
 
-    Written for speed (a bulk ingest computes one per record): strings and ints, nearly every part, are
-    formatted inline; key_part takes the rest.
+    Strings and ints, nearly every part, are formatted inline; key_part takes the rest.
     """
     g = record.get
     h = props.get if isinstance(props, dict) else _NO_PROPS.get
@@ -101,6 +101,7 @@ def service_key_id(record: dict, props) -> str:
 _TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
 _PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
 _NUMBER = (int, float, type(None))
+_INTEGER = (int, type(None))  # ticks: Arrow would truncate a fractional one, and key_part prints large floats in e-notation
 # Admitted magnitudes, within which _duration's arithmetic is exact in 64 bits and doubles: durationMs whose
 # nanoseconds fit, and tick pairs less than 2^53 apart.
 _MAX_MS = 9_000_000_000_000
@@ -121,12 +122,13 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
     """extract() for records already parsed (an Event Hub envelope's list); None stands for unparsable.
 
     `texts` are the records' JSON texts (event.original); without them the admitted records are serialized.
-    Python only checks each record's shape and computes its id and time; Arrow converts the kept dicts to
-    columns and applies the rules in C++ (_documents).
+    Python only checks each record's shape and computes its time; Arrow converts the kept dicts to columns,
+    builds the ids' keys (_ids) and applies the rules in C++ (_documents).
     """
     tops, props, rows, times, leftovers = [], [], [], [], []
     loads, fast, top_keys, prop_keys = orjson.loads, FAST_CATEGORIES, _TOP_KEYS, _PROP_KEYS
-    number, apart, standard_time, valid_rid, time_ms = _NUMBER, _TICKS_APART, _STANDARD_TIME, _valid_rid, parse_time_ms
+    number, integer, apart, time_ms = _NUMBER, _INTEGER, _TICKS_APART, parse_time_ms
+    standard_time, valid_rid = _STANDARD_TIME, _valid_rid
     for i, r in enumerate(records):
         if r.__class__ is not dict or r.get("category") not in fast or not r.keys() <= top_keys:
             leftovers.append(i)
@@ -146,7 +148,7 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
         # (records.py takes the rest: its Python integers do not overflow).
         d, g = r.get("durationMs"), p.get
         req, resp = g("requestTime"), g("responseTime")
-        if (d.__class__ not in number or req.__class__ not in number or resp.__class__ not in number
+        if (d.__class__ not in number or req.__class__ not in integer or resp.__class__ not in integer
                 or g("requestLength").__class__ not in number or g("responseLength").__class__ not in number
                 or (d.__class__ is float and not d.is_integer())
                 or (d is not None and not -_MAX_MS <= d <= _MAX_MS)
@@ -178,9 +180,34 @@ def extract_parsed(records: list, texts: list[str] | None = None) -> tuple[pa.Ta
         original = pa.array([dumps(r) for r in tops], pa.binary()).cast(pa.string())
     else:
         original = pa.array([texts[i] for i in rows], pa.string())
-    ids = pa.array([service_key_id(r, p) for r, p in zip(tops, props)], pa.string())
     raw = dict(zip(["t_" + k for k in _TOP] + ["p_" + k for k in _PROPS], top.flatten() + prop.flatten()))
-    return _documents(ids, pa.array(times, pa.timestamp("ms")), original, raw), leftovers
+    return _documents(_ids(raw), pa.array(times, pa.timestamp("ms")), original, raw), leftovers
+
+
+# service_key_id's parts, by raw column (extract_parsed's names).
+_KEY_COLUMNS = ["t_category", "t_resourceId", "t_time", "t_operationName", "t_correlationId", "t_resultSignature",
+                "t_durationMs", "t_AssetIdentity", "p_requestTime", "p_responseTime", "p_objectId"]
+
+
+def _ids(raw: dict[str, pa.Array]) -> pa.Array:
+    """service_key_id of admitted records, its key text built in Arrow (Python only hashes it).
+
+    The key's parts print as service_key_id prints them: the admitted durations are integral and within 9e12,
+    and ticks are integers, so each number prints as its integer, and a missing value as "".
+    """
+    parts = []
+    for name in _KEY_COLUMNS:
+        values = raw[name]
+        if pa.types.is_floating(values.type):
+            values = pc.cast(values, pa.int64())
+        if not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        parts.append(pc.fill_null(values, ""))
+    md5 = hashlib.md5
+    keys = pc.binary_join_element_wise(*parts, "\x1f").cast(pa.binary()).to_pylist()
+    digests = pa.array([md5(key).hexdigest() for key in keys], pa.string())
+    return pc.binary_join_element_wise(*[pc.utf8_slice_codeunits(digests, start, stop) for start, stop in
+                                         ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))], "-")
 
 
 def _nullif_empty(values: pa.Array) -> pa.Array:
