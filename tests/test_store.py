@@ -198,5 +198,7 @@ def test_writers_fill_row_groups_of_the_store_size(tmp_path: Path, monkeypatch: 
     sizes = [n for (n,) in store.cursor().execute(
         "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
     assert sizes == [2048, 2048, result.stored["logs"] - 4096]
+    # what DuckDB spills goes next to the store, as when it opens the file itself
+    assert store.con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == f"{tmp_path / 's.duckdb'}.tmp"
     store.close()
     assert Store(tmp_path / "s.duckdb", read_only=True).count("logs") == result.stored["logs"]

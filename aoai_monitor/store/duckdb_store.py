@@ -94,7 +94,9 @@ def _open_file(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     size; ":memory:" as is."""
     if path == ":memory:":
         return duckdb.connect(path)
-    con = duckdb.connect(":memory:")
+    # Spilled data goes next to the store, where DuckDB puts it for a file it opens itself (not in the working
+    # directory, its choice for an in-memory database).
+    con = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp"})
     try:
         options = "READ_ONLY" if read_only else f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
         con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {_CATALOG} ({options})")
