@@ -311,10 +311,21 @@ def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
 
 def prepare_block(data: bytes, first_line: int, source: str, spool: str | None = None) -> PreparedChunk:
     """prepare_lines for a block of NDJSON bytes (runs in the worker processes), written to the `spool`
-    directory when given."""
-    lines, numbers = block_lines(data, first_line)
-    prepared = prepare_lines(lines, source, numbers)
-    return prepared.to_spool(spool) if spool else prepared
+    directory when given.
+
+    The cycle collector is off meanwhile: the containers a block's parsed JSON allocates made it run ~30 times
+    per 6 MiB block, for nothing (parsed JSON holds no cycles): 0.6 µs per line, ~2 % of a worker's CPU. It
+    resumes after the block.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        lines, numbers = block_lines(data, first_line)
+        prepared = prepare_lines(lines, source, numbers)
+        return prepared.to_spool(spool) if spool else prepared
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def return_large_buffers_to_the_os() -> None:

@@ -131,3 +131,15 @@ def test_a_failed_ingest_removes_its_spool(tmp_path: Path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         ingest_files(Store(tmp_path / "s.duckdb"), [path], workers=2, on_batch=fail)
     assert not list(spool.SHARED_MEMORY.glob(f"{spool.PREFIX}{os.getpid()}-*"))
+
+
+def test_a_block_is_prepared_without_cycle_collections_and_the_collector_resumes():
+    """prepare_block turns the cycle collector off for a block (parsed JSON holds no cycles) and back on."""
+    data = b"".join(orjson.dumps(r) + b"\n" for r in records(3000, seed=5))
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(phase))
+    try:
+        chunk = prepare_block(data, 1, "gc")
+    finally:
+        gc.callbacks.pop()
+    assert chunk.records == 3000 and collections == [] and gc.isenabled()
