@@ -482,20 +482,24 @@ def _account(summary: IngestSummary, result: CommitResult, records: int, on_batc
         on_batch(summary)
 
 
-# The Python normalizer's documents (records off the fast path, such as APIM gateway logs) and dead letters
-# wait for those of the next chunks and go in as one statement: an insert into the wide logs table costs
-# ~20-25 ms whatever its size, about what a block's ~700 gateway documents cost. Held up to 4 MiB (two
-# blocks of the bench's mix): 8 MiB was no faster within the noise and peaked ~10 MB higher (bench_ingest).
+# An insert into the wide logs table has a fixed cost of ~15 ms, whatever its size: about what 3,000 fast-path
+# rows or 700 gateway documents cost. So a transaction's documents wait and go in as one statement per kind:
+# the fast path's columns until the row group is full (a bulk transaction's end: 6.3 instead of 7.6-8.1 µs per
+# row for a block's 6,500 rows at a time), the Python normalizer's documents (records off the fast path, such
+# as APIM gateway logs) and dead letters until 4 MiB of them wait (two blocks of the bench's mix: 8 MiB was no
+# faster within the noise and peaked ~10 MB higher, bench_ingest).
 HELD_BYTES = 4 << 20
 
 
 class HeldDocuments:
-    """A transaction's documents other than fast-path columns, and its dead letters, held to go in as one
-    statement per table at flush() (which the transaction must call before it commits). insert_chunk inserts
-    a chunk's fast-path columns at once (they are most of it) and flushes once HELD_BYTES wait."""
+    """A transaction's documents and dead letters, held to go in as one statement per kind at flush() (which
+    the transaction must call before it commits); insert_chunk flushes once HELD_BYTES of other documents
+    wait. The fast path's columns are spooled or in Arrow already, and a transaction holds at most a row group
+    of them (pipeline._ingest_chunks)."""
 
     def __init__(self, tx):
         self.tx = tx
+        self.fast: list = []
         self.tables: dict[str, list] = {}
         self.rows: dict[str, int] = {}
         self.rejects: list = []
@@ -505,6 +509,12 @@ class HeldDocuments:
         """Rows per table in the transaction, counting held documents as new."""
         stored = self.tx.result.stored
         return {name: stored.get(name, 0) + self.rows.get(name, 0) for name in ("logs", "metrics")}
+
+    def hold_fast(self, columns) -> None:
+        """fastpath columns (with aoai.source) for the logs table."""
+        if columns is not None and columns.num_rows:
+            self.fast.append(columns)
+            self.rows["logs"] = self.rows.get("logs", 0) + columns.num_rows
 
     def hold(self, name: str, part: tuple) -> None:
         """A docs_to_arrow (table, lo, hi) for `name`."""
@@ -524,18 +534,19 @@ class HeldDocuments:
         self.hold_rejects(chunk.rejects)
 
     def insert_chunk(self, chunk: PreparedChunk) -> None:
-        self.tx.insert_fast(chunk.fast)
+        self.hold_fast(chunk.fast)
         self.hold_documents(chunk)
         if self.bytes >= HELD_BYTES:
             self.flush()
 
     def flush(self) -> None:
+        self.tx.insert_fast_many(self.fast)
         for name, parts in self.tables.items():
             table = parts[0][0] if len(parts) == 1 else pa.concat_tables([t for t, _, _ in parts])
             self.tx.insert_arrow(name, table, min(lo for _, lo, _ in parts), max(hi for _, _, hi in parts))
         if self.rejects:
             self.tx.insert_rejects_arrow(self.rejects[0] if len(self.rejects) == 1 else pa.concat_tables(self.rejects))
-        self.tables, self.rows, self.rejects, self.bytes = {}, {}, [], 0
+        self.fast, self.tables, self.rows, self.rejects, self.bytes = [], {}, {}, [], 0
 
 
 def _prepared_in_order(blocks, source: str, pool, workers: int, spool: str | None) -> Iterator[PreparedChunk]:

@@ -217,7 +217,7 @@ def _nullif_empty(values: pa.Array) -> pa.Array:
 def _documents(ids: pa.Array, times: pa.Array, original: pa.Array, raw: dict[str, pa.Array]) -> pa.Table:
     """The logs columns of admitted records (what records.py makes of them), from their raw columns.
 
-    FAST_CONSTANTS and event.ingested are the writer's (Transaction.insert_fast).
+    FAST_CONSTANTS and event.ingested are the writer's (Transaction.insert_fast_many).
     """
     out = {"id": ids, "@timestamp": times}
     for key, (target, typ) in {**_TOP, **_PROPS}.items():

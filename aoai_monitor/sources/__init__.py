@@ -143,6 +143,7 @@ def write_group(store: Store, batches: list, state: dict) -> CommitResult:
         held = HeldDocuments(tx)
         for prepared, extra in batches:
             if prepared is not None:
+                held.hold_fast(prepared.fast)
                 held.hold_documents(prepared)
             if extra is not None:
                 for name, docs in (("logs", extra.logs), ("metrics", extra.metrics)):
@@ -150,7 +151,6 @@ def write_group(store: Store, batches: list, state: dict) -> CommitResult:
                         held.hold(name, docs_to_arrow(name, docs, tx.ingested_ms))
                 if extra.rejects:
                     held.hold_rejects(rejects_to_arrow(extra.rejects, tx.ingested_ms))
-        tx.insert_fast_many([p.fast for p, _ in batches if p is not None])
         held.flush()
         tx.set_state(state)
     return tx.result

@@ -402,13 +402,10 @@ class Transaction:
                 self.set_state(state)
             self._count(name, table.num_rows, self._insert_new(name, table, lo, hi))
 
-    def insert_fast(self, columns: pa.Table | None) -> None:
-        """Insert the logs columns of normalize.fastpath.extract (with aoai.source): no pricing, as they carry
-        no tokens; the fields that are the same for every such row are the statement's constants."""
-        self.insert_fast_many([columns])
-
     def insert_fast_many(self, tables: list[pa.Table | None]) -> None:
-        """insert_fast for several chunks' columns in one statement."""
+        """Insert the logs columns of normalize.fastpath.extract (with aoai.source), of one or more chunks, in one
+        statement: no pricing, as they carry no tokens; the fields that are the same for every such row are the
+        statement's constants."""
         tables = [t for t in tables if t is not None and t.num_rows]
         if not tables:
             return
