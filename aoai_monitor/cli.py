@@ -18,8 +18,8 @@ from .store import DEFAULT_PATH, Store, StoreError, parse_duration
 # no speed (bench/bench_ingest.py).
 INGEST_MEMORY_LIMIT = "160MB"
 INGEST_DUCKDB_THREADS = 1
-# Bulk transactions are one row group each (store.duckdb_store.ROW_GROUP_ROWS): checkpoint after every one, so the
-# memory budget holds one uncompressed row group, not the service's two.
+# Bulk transactions are one row group each (store.duckdb_store.ROW_GROUP_ROWS): checkpoint after every one, so
+# the memory budget holds one uncompressed row group, not the service's several.
 INGEST_CHECKPOINT_THRESHOLD = "16MB"
 STORE_OPTION = click.option(
     "--store", "store_path", default=DEFAULT_PATH, show_default=True, envvar="AOAI_MONITOR_STORE",

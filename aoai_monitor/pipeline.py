@@ -141,10 +141,10 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 # milliseconds on the wide logs table) more often; larger ones hold more in flight (workers + 1 blocks and
 # their prepared tables). 6 MiB ingests as fast as 8 MiB and peaks ~25 MB lower (bench/bench_ingest.py).
 CHUNK_BYTES = 6 << 20
-# A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A transaction of another
-# size leaves a partial row group between full ones, and a later checkpoint merges it with its neighbours by
-# rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its 71 s in the
-# checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
+# A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A
+# transaction of another size leaves a partial row group between full ones, and a later checkpoint merges it with
+# its neighbours by rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its
+# 71 s in the checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
 MAX_TX_RECORDS = 4 * ROW_GROUP_ROWS
 # A bulk ingest reopens the store after this many records, ~1 M (Store.reopen: memory stays flat in input size).
 REOPEN_RECORDS = 24 * ROW_GROUP_ROWS

@@ -101,7 +101,8 @@ def service_key_id(record: dict, props) -> str:
 _TOP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _TOP.items()])
 _PROP_TYPE = pa.struct([(key, typ) for key, (_, typ) in _PROPS.items()])
 _NUMBER = (int, float, type(None))
-_INTEGER = (int, type(None))  # ticks: Arrow would truncate a fractional one, and key_part prints large floats in e-notation
+# Ticks must be integers: Arrow would truncate a fractional one, and key_part prints large floats in e-notation.
+_INTEGER = (int, type(None))
 # Admitted magnitudes, within which _duration's arithmetic is exact in 64 bits and doubles: durationMs whose
 # nanoseconds fit, and tick pairs less than 2^53 apart.
 _MAX_MS = 9_000_000_000_000
@@ -206,8 +207,8 @@ def _ids(raw: dict[str, pa.Array]) -> pa.Array:
     md5 = hashlib.md5
     keys = pc.binary_join_element_wise(*parts, "\x1f").cast(pa.binary()).to_pylist()
     digests = pa.array([md5(key).hexdigest() for key in keys], pa.string())
-    return pc.binary_join_element_wise(*[pc.utf8_slice_codeunits(digests, start, stop) for start, stop in
-                                         ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))], "-")
+    groups = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+    return pc.binary_join_element_wise(*[pc.utf8_slice_codeunits(digests, a, b) for a, b in groups], "-")
 
 
 def _nullif_empty(values: pa.Array) -> pa.Array:

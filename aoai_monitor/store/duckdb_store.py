@@ -30,9 +30,10 @@ DEFAULT_PATH = "aoai-monitor.duckdb"
 # the file. Each checkpoint rewrites a table's last, partial row group whole, so at DuckDB's default (16 MB,
 # ~15k log rows) a stream of small commits (Event Hub group commits, spans) rewrote every row ~4 times before
 # its row group filled, and each of those checkpoints held up the commits behind it. 256 MB is about two of
-# DuckDB's default row groups of logs (six of the store's, ROW_GROUP_ROWS): an Event Hub stream at 5k records/s became visible at p95 0.74-0.77 s instead of 1.60-2.16 s,
-# with 7 % less CPU (bench/bench_eventhub.py's freshness run, 60 s). Uncheckpointed rows are held in memory
-# (the service's budget is most of RAM), and a restart replays them from the log.
+# DuckDB's default row groups of logs (six of the store's, ROW_GROUP_ROWS): an Event Hub stream at 5k records/s
+# became visible at p95 0.74-0.77 s instead of 1.60-2.16 s, with 7 % less CPU (bench/bench_eventhub.py's
+# freshness run, 60 s). Uncheckpointed rows are held in memory (the service's budget is most of RAM), and a
+# restart replays them from the log.
 CHECKPOINT_THRESHOLD = "256MB"
 
 
