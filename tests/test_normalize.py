@@ -7,6 +7,7 @@ produces them, or as documented where aoai-monitor deliberately differs).
 from __future__ import annotations
 
 import gzip
+from datetime import datetime, timezone
 
 import pytest
 
@@ -240,3 +241,14 @@ def test_snake_case_matches_elastic_rule(key, expected):
 ])
 def test_time_parsing_truncates_to_milliseconds(value, expected):
     assert parse_time_ms(value) == expected
+
+
+def test_time_parsing_remembers_a_bounded_number_of_seconds():
+    """A long ingest sees ever new seconds: what parse_time_ms keeps of them stays bounded (and still right)."""
+    from aoai_monitor.normalize import common
+
+    start = 1_762_000_000
+    for s in range(common._PREFIX_MS_MAX * 3):
+        whole = datetime.fromtimestamp(start + s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert parse_time_ms(f"{whole}.1234567Z") == (start + s) * 1000 + 123
+    assert len(common._PREFIX_MS) <= common._PREFIX_MS_MAX
