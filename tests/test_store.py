@@ -202,3 +202,28 @@ def test_writers_fill_row_groups_of_the_store_size(tmp_path: Path, monkeypatch: 
     assert store.con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == f"{tmp_path / 's.duckdb'}.tmp"
     store.close()
     assert Store(tmp_path / "s.duckdb", read_only=True).count("logs") == result.stored["logs"]
+
+
+def test_a_store_written_with_other_row_groups_takes_new_rows_beside_them(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """Stores written before the row group size changed (DuckDB's own 122,880) keep their row groups; later
+    writers add theirs after them, and a replay of the old rows is still recognised as duplicates."""
+    import orjson
+
+    from aoai_monitor.pipeline import ingest_lines
+    from aoai_monitor.store import duckdb_store
+    from bench.gen_records import records
+
+    lines = [orjson.dumps(r).decode() for r in records(6000, seed=11)]
+    monkeypatch.setattr(duckdb_store, "ROW_GROUP_ROWS", 122_880)
+    with Store(tmp_path / "s.duckdb") as store:
+        first, _ = ingest_lines(store, lines[:3000], "old")
+    monkeypatch.setattr(duckdb_store, "ROW_GROUP_ROWS", 2048)
+    with Store(tmp_path / "s.duckdb") as store:
+        again, _ = ingest_lines(store, lines, "new")
+        store.con.execute("CHECKPOINT")
+        sizes = [n for (n,) in store.cursor().execute(
+            "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
+        assert again.duplicates["logs"] == first.stored["logs"]
+        assert store.count("logs") == first.stored["logs"] + again.stored["logs"]
+    assert sizes[0] == first.stored["logs"] and max(sizes[1:]) == 2048
