@@ -182,6 +182,12 @@ def test_rows_committed_before_a_crash_are_replayed_from_the_write_ahead_log(tmp
     assert store.get_state("position") == 19
 
 
+def _row_group_sizes(store: Store) -> list[int]:
+    """Rows of each row group of the logs table, in order."""
+    return [n for (n,) in store.cursor().execute(
+        "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
+
+
 def test_writers_fill_row_groups_of_the_store_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The row group size is an option of each connection, not of the file: every writer opens the store with
     ROW_GROUP_ROWS (a bulk ingest's memory budget holds one row group uncompressed), and readers see the data."""
@@ -195,8 +201,7 @@ def test_writers_fill_row_groups_of_the_store_size(tmp_path: Path, monkeypatch: 
     store = Store(tmp_path / "s.duckdb")
     result, _ = ingest_lines(store, [orjson.dumps(r).decode() for r in records(5000, seed=7)], "rg")
     store.con.execute("CHECKPOINT")
-    sizes = [n for (n,) in store.cursor().execute(
-        "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
+    sizes = _row_group_sizes(store)
     assert sizes == [2048, 2048, result.stored["logs"] - 4096]
     # what DuckDB spills goes next to the store, as when it opens the file itself
     assert store.con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == f"{tmp_path / 's.duckdb'}.tmp"
@@ -222,8 +227,7 @@ def test_a_store_written_with_other_row_groups_takes_new_rows_beside_them(tmp_pa
     with Store(tmp_path / "s.duckdb") as store:
         again, _ = ingest_lines(store, lines, "new")
         store.con.execute("CHECKPOINT")
-        sizes = [n for (n,) in store.cursor().execute(
-            "SELECT max(count) FROM pragma_storage_info('logs') GROUP BY row_group_id ORDER BY row_group_id").fetchall()]
+        sizes = _row_group_sizes(store)
         assert again.duplicates["logs"] == first.stored["logs"]
         assert store.count("logs") == first.stored["logs"] + again.stored["logs"]
     assert sizes[0] == first.stored["logs"] and max(sizes[1:]) == 2048
