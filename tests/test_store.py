@@ -152,6 +152,14 @@ def test_query_cannot_read_files(tmp_path: Path):
         run_query(store, f"SELECT * FROM read_csv('{secret}')")
 
 
+def test_a_store_opened_twice_in_one_process_says_what_to_do(tmp_path: Path):
+    with Store(tmp_path / "s.duckdb") as store:
+        for read_only in (False, True):
+            with pytest.raises(StoreError, match="already open in this process"):
+                Store(tmp_path / "s.duckdb", read_only=read_only)
+        assert store.count("logs") == 0  # the open one is unharmed
+
+
 def test_missing_store_error_says_what_to_do(tmp_path: Path):
     with pytest.raises(StoreError, match="aoai-monitor ingest"):
         open_for_queries(str(tmp_path / "nope.duckdb"))

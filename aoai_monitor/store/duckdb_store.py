@@ -146,6 +146,9 @@ class Store:
                     "Stop it first; `aoai-monitor query` and `status` ask a running `aoai-monitor run` or "
                     "`aoai-monitor otlp` themselves.") from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        except duckdb.ResourceInUseException as exc:
+            raise StoreError(f"{self.path} is already open in this process: close that Store (or use its cursor()) "
+                             "before opening the file again") from exc
         con.execute("SET TimeZone='UTC'")
         con.execute("SET preserve_insertion_order=false")
         # DuckDB draws its own progress bar on stdout for statements over 2 s; our commands own their output.
