@@ -144,7 +144,8 @@ CHUNK_BYTES = 6 << 20
 # A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A
 # transaction of another size leaves a partial row group between full ones, and a later checkpoint merges it with
 # its neighbours by rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its
-# 71 s in the checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many records.
+# 71 s in the checkpoint after its last commit). Transactions of all duplicates (a re-ingest) stop at this many
+# records.
 MAX_TX_RECORDS = 4 * ROW_GROUP_ROWS
 # A bulk ingest reopens the store after this many records, ~1 M (Store.reopen: memory stays flat in input size).
 REOPEN_RECORDS = 24 * ROW_GROUP_ROWS
@@ -540,6 +541,8 @@ class HeldDocuments:
             self.flush()
 
     def flush(self) -> None:
+        # Fast-path rows first: the pricer looks up the deployments of the documents after them in the stored logs
+        # (pricing.catalogue.learn_from_store), which then include these.
         self.tx.insert_fast_many(self.fast)
         for name, parts in self.tables.items():
             table = parts[0][0] if len(parts) == 1 else pa.concat_tables([t for t, _, _ in parts])

@@ -128,8 +128,8 @@ def parse_time_ms(value) -> int | None:
 
 # An integer in text (records._int, and the fast path's status rule): ASCII digits (up to 18, so it fits 64
 # bits) after an optional minus sign, with blanks around.
-INT_TEXT = r"[ \t\n\r\f\x0b]*(-?[0-9]{1,18})[ \t\n\r\f\x0b]*"
 INT_BLANKS = " \t\n\r\f\x0b"
+INT_TEXT = f"[{INT_BLANKS}]*(-?[0-9]{{1,18}})[{INT_BLANKS}]*"
 
 
 TICKS_AT_UNIX_EPOCH = 621355968000000000  # .NET ticks (100 ns since 0001-01-01) at 1970-01-01

@@ -91,13 +91,11 @@ _CATALOG = "store"
 
 
 def _open_file(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A connection to the store file, attached under _CATALOG (its default for statements) with our row group
-    size; ":memory:" as is."""
-    if path == ":memory:":
-        return duckdb.connect(path)
-    # Spilled data goes next to the store, where DuckDB puts it for a file it opens itself (not in the working
+    """A connection to the store (a file, or ":memory:"), attached under _CATALOG (its default for statements)
+    with our row group size."""
+    # Spilled data goes next to a store file, where DuckDB puts it for a file it opens itself (not in the working
     # directory, its choice for an in-memory database).
-    con = duckdb.connect(":memory:", config={"temp_directory": f"{path}.tmp"})
+    con = duckdb.connect(":memory:", config={} if path == ":memory:" else {"temp_directory": f"{path}.tmp"})
     try:
         options = "READ_ONLY" if read_only else f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
         con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {_CATALOG} ({options})")
@@ -284,8 +282,7 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for this thread; reads see committed data while another thread writes."""
         cursor = self.con.cursor()
-        if self.path != ":memory:":
-            cursor.execute(f"USE {_CATALOG}")  # a cursor starts in the connection's default (in-memory) catalog
+        cursor.execute(f"USE {_CATALOG}")  # a cursor starts in the connection's default (in-memory) catalog
         return cursor
 
     def count(self, table: str) -> int:
@@ -345,7 +342,8 @@ class Transaction:
         self.result.stored[name] = self.result.stored.get(name, 0) + inserted
         self.result.duplicates[name] = self.result.duplicates.get(name, 0) + offered - inserted
 
-    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int, constants: dict[str, str] | None = None) -> int:
+    def _insert_new(self, name: str, table: pa.Table, lo: int, hi: int,
+                    constants: dict[str, str] | None = None) -> int:
         """Insert the rows of `table` (time range lo..hi, epoch ms) whose id is new; `constants` are columns the
         statement adds (SQL expressions by column name). Returns the rows inserted."""
         added = "".join(f", {expr} AS {_q(column)}" for column, expr in (constants or {}).items())
