@@ -299,6 +299,43 @@ def _blocks(stream, on_bytes) -> Iterator[tuple[bytes, int]]:
             return
 
 
+def _block_ranges(stream, on_bytes) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, number of the first line) of _blocks' blocks of a file the workers can read themselves
+    (prepare_range): this process only finds where blocks end and counts lines, into one reused buffer. Reading
+    the blocks here and piping them to the workers cost this process, the writer's, ~2.5 µs per record (a fresh
+    6 MiB buffer for each read, its copies and the pipe) against ~0.6 µs."""
+    buf = bytearray(CHUNK_BYTES)
+    offset = filled = 0
+    line_no = 1
+    while True:
+        if filled == len(buf):  # one line longer than the buffer
+            buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            read = stream.readinto(view[filled:])
+        if on_bytes and read:
+            on_bytes(read)
+        filled += read
+        if not filled:
+            return
+        cut = filled if not read else buf.rfind(b"\n", 0, filled) + 1
+        if cut:
+            yield offset, cut, line_no
+            line_no += buf.count(b"\n", 0, cut)
+            buf[:filled - cut] = buf[cut:filled]
+            offset, filled = offset + cut, filled - cut
+            if len(buf) > CHUNK_BYTES >= filled:  # grown for a long line: back to size
+                del buf[CHUNK_BYTES:]
+
+
+def prepare_range(path: str, offset: int, length: int, first_line: int, source: str,
+                  spool: str | None = None) -> PreparedChunk:
+    """prepare_block for the bytes of a _block_ranges block, read here (in a worker process)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    return prepare_block(data, first_line, source, spool)
+
+
 def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
     """A block's non-empty lines (stripped) and their line numbers."""
     lines, numbers = [], []
@@ -392,8 +429,15 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
                     spool = Spool.create()
                     if spool is not None:
                         spools.append(spool)
-                yield from _prepared_in_order(_blocks(stream, on_bytes), source, pools[0] if pools else None, workers,
-                                              spools[0].path if spools else None)
+                pool = pools[0] if pools else None
+                spool = spools[0].path if spools else None
+                if pool is not None and not isinstance(stream.raw, gzip.GzipFile):
+                    tasks = ((prepare_range, str(path), offset, length, first_line, source, spool)
+                             for offset, length, first_line in _block_ranges(stream, on_bytes))
+                else:
+                    tasks = ((prepare_block, data, first_line, source, spool if pool else None)
+                             for data, first_line in _blocks(stream, on_bytes))
+                yield from _prepared_in_order(tasks, pool, workers)
                 continue
         for batch in read_batches(path, on_bytes=on_bytes):
             yield _chunk(source, batch)
@@ -552,16 +596,16 @@ class HeldDocuments:
         self.fast, self.tables, self.rows, self.rejects, self.bytes = [], {}, {}, [], 0
 
 
-def _prepared_in_order(blocks, source: str, pool, workers: int, spool: str | None) -> Iterator[PreparedChunk]:
-    """Prepared blocks in input order, at most workers + 1 in flight (bounded memory), handed over through the
-    `spool` directory when there is one."""
+def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int) -> Iterator[PreparedChunk]:
+    """The chunks of `tasks` (a prepare function and its arguments each), in order: in this process without a
+    pool, else at most workers + 1 in flight (bounded memory)."""
     if pool is None:
-        for data, first_line in blocks:
-            yield prepare_block(data, first_line, source)
+        for fn, *args in tasks:
+            yield fn(*args)
         return
     pending: deque = deque()
-    for data, first_line in blocks:
-        pending.append(pool.submit(prepare_block, data, first_line, source, spool))
+    for fn, *args in tasks:
+        pending.append(pool.submit(fn, *args))
         if len(pending) > workers:
             yield pending.popleft().result().from_spool()
     while pending:

@@ -143,3 +143,52 @@ def test_a_block_is_prepared_without_cycle_collections_and_the_collector_resumes
     finally:
         gc.callbacks.pop()
     assert chunk.records == 3000 and collections == [] and gc.isenabled()
+
+
+def test_block_ranges_cover_the_file_in_whole_lines_with_their_numbers(tmp_path: Path, monkeypatch):
+    """The writer only cuts a plain file into blocks (the workers read them): every byte is in one block, each block
+    ends a line (but the last, when the file does not), and a line longer than a block is one block of its own."""
+    import io
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 64)
+    lines = [b"a" * 10, b"", b"b" * 150, b"c" * 63, b"d" * 64, b"e", b"f" * 200, b"g" * 5, b"h" * 40, b"i" * 40,
+             b"j" * 40]
+    for ending in (b"\n", b""):
+        data = b"\n".join(lines) + ending
+        offered: list[int] = []
+        ranges = list(pipeline._block_ranges(io.BufferedReader(io.BytesIO(data)), offered.append))
+        assert sum(offered) == len(data)
+        assert [o for o, _, _ in ranges] == [0] + [o + n for o, n, _ in ranges[:-1]]
+        assert sum(n for _, n, _ in ranges) == len(data)
+        for offset, length, first_line in ranges:
+            block = data[offset:offset + length]
+            assert block.endswith(b"\n") or offset + length == len(data)
+            assert first_line == data[:offset].count(b"\n") + 1
+        long = next(i for i, (o, n, _) in enumerate(ranges) if b"f" * 200 in data[o:o + n])
+        assert all(n <= 64 for _, n, _ in ranges[long + 1:])  # the blocks after a long line are back to size
+
+
+def test_workers_reading_their_blocks_store_what_the_writer_reading_them_stores(tmp_path: Path, monkeypatch):
+    """Plain files: the workers read their blocks (pipeline.prepare_range); gzip: the writer reads them and pipes
+    them over. Both store the same rows, and dead letters name the same lines, as one process does."""
+    import gzip
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 20_000)
+    lines = [orjson.dumps(r).decode() for r in records(600, seed=21)]
+    lines[5] = "{broken"
+    lines[377] = "[1, 2"
+    text = ("\n".join(lines[:300]) + "\n\n" + "\n".join(lines[300:])).encode()  # an empty line, no final newline
+    (tmp_path / "plain.ndjson").write_bytes(text)
+    (tmp_path / "packed.ndjson.gz").write_bytes(gzip.compress(text))
+    stored = {}
+    for name, file, workers in (("alone", "plain.ndjson", 1), ("plain", "plain.ndjson", 2),
+                                ("gzip", "packed.ndjson.gz", 2)):
+        with Store(tmp_path / f"{name}.duckdb") as store:
+            summary = ingest_files(store, [tmp_path / file], workers=workers)
+            cur = store.cursor()
+            stored[name] = (summary.records, cur.execute("SELECT id FROM logs ORDER BY id").fetchall(),
+                            cur.execute("SELECT regexp_extract(source, ':(\\d+)$', 1) FROM dead_letters "
+                                        "ORDER BY 1").fetchall())
+    assert stored["alone"][0] == 600 and len(stored["alone"][1]) == 598
+    assert stored["alone"][2] == [("379",), ("6",)]  # line 301 is the empty one
+    assert stored["plain"] == stored["alone"] and stored["gzip"] == stored["alone"]
