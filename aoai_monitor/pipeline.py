@@ -273,37 +273,15 @@ def payload_records(payload: bytes) -> list[dict] | None:
     return records
 
 
-def _blocks(stream, on_bytes) -> Iterator[tuple[bytes, int]]:
-    """Bounded blocks of whole lines with the 1-based number of their first line (memory stays flat).
+def _blocks(stream, on_bytes, keep_bytes: bool) -> Iterator[tuple[int, int, int, bytes | None]]:
+    """(offset, length, 1-based number of the first line, the bytes when `keep_bytes`) of bounded blocks of whole
+    lines, read into one reused buffer (memory stays flat); a line longer than a block is a block of its own.
 
-    Only bytes cross to the worker processes: decoding and splitting happen there, off the writer's core.
+    Only bytes cross to the worker processes: decoding and splitting happen there, off the writer's core. A plain
+    file's workers read their blocks themselves (prepare_range), so this process only finds where blocks end and
+    counts lines: reading the blocks here and piping them over cost it, the writer, ~2.5 µs per record (a fresh
+    6 MiB buffer for each read, its copies and the pipe) against ~0.6 µs.
     """
-    line_no = 1
-    rest = b""
-    while True:
-        data = stream.read(CHUNK_BYTES)
-        if not data and not rest:
-            return
-        if on_bytes and data:
-            on_bytes(len(data))
-        data = rest + data
-        if data and not data.endswith(b"\n") and _more(stream):
-            cut = data.rfind(b"\n") + 1
-            data, rest = data[:cut], data[cut:]
-        else:
-            rest = b""
-        if data:
-            yield data, line_no
-            line_no += data.count(b"\n")
-        if not rest and not _more(stream):
-            return
-
-
-def _block_ranges(stream, on_bytes) -> Iterator[tuple[int, int, int]]:
-    """(offset, length, number of the first line) of _blocks' blocks of a file the workers can read themselves
-    (prepare_range): this process only finds where blocks end and counts lines, into one reused buffer. Reading
-    the blocks here and piping them to the workers cost this process, the writer's, ~2.5 µs per record (a fresh
-    6 MiB buffer for each read, its copies and the pipe) against ~0.6 µs."""
     buf = bytearray(CHUNK_BYTES)
     offset = filled = 0
     line_no = 1
@@ -319,7 +297,10 @@ def _block_ranges(stream, on_bytes) -> Iterator[tuple[int, int, int]]:
             return
         cut = filled if not read else buf.rfind(b"\n", 0, filled) + 1
         if cut:
-            yield offset, cut, line_no
+            if keep_bytes:
+                with memoryview(buf) as view:
+                    data = bytes(view[:cut])
+            yield offset, cut, line_no, data if keep_bytes else None
             line_no += buf.count(b"\n", 0, cut)
             buf[:filled - cut] = buf[cut:filled]
             offset, filled = offset + cut, filled - cut
@@ -329,7 +310,7 @@ def _block_ranges(stream, on_bytes) -> Iterator[tuple[int, int, int]]:
 
 def prepare_range(path: str, offset: int, length: int, first_line: int, source: str,
                   spool: str | None = None) -> PreparedChunk:
-    """prepare_block for the bytes of a _block_ranges block, read here (in a worker process)."""
+    """prepare_block for the bytes of a _blocks block, read here (in a worker process)."""
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read(length)
@@ -384,10 +365,6 @@ def return_large_buffers_to_the_os() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _more(stream) -> bool:
-    return bool(stream.peek(1))
-
-
 def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None] | None = None,
                  on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
     """Ingest files; NDJSON chunks are prepared by worker processes while this one commits (in order).
@@ -433,10 +410,10 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
                 spool = spools[0].path if spools else None
                 if pool is not None and not isinstance(stream.raw, gzip.GzipFile):
                     tasks = ((prepare_range, str(path), offset, length, first_line, source, spool)
-                             for offset, length, first_line in _block_ranges(stream, on_bytes))
-                else:
-                    tasks = ((prepare_block, data, first_line, source, spool if pool else None)
-                             for data, first_line in _blocks(stream, on_bytes))
+                             for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False))
+                else:  # no pool (then no spool either), or a gzip stream, which only this process can read
+                    tasks = ((prepare_block, data, first_line, source, spool)
+                             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True))
                 yield from _prepared_in_order(tasks, pool, workers)
                 continue
         for batch in read_batches(path, on_bytes=on_bytes):

@@ -156,7 +156,9 @@ def test_block_ranges_cover_the_file_in_whole_lines_with_their_numbers(tmp_path:
     for ending in (b"\n", b""):
         data = b"\n".join(lines) + ending
         offered: list[int] = []
-        ranges = list(pipeline._block_ranges(io.BufferedReader(io.BytesIO(data)), offered.append))
+        blocks = list(pipeline._blocks(io.BufferedReader(io.BytesIO(data)), offered.append, keep_bytes=True))
+        ranges = [(offset, length, first_line) for offset, length, first_line, _ in blocks]
+        assert [block for *_, block in blocks] == [data[o:o + n] for o, n, _ in ranges]
         assert sum(offered) == len(data)
         assert [o for o, _, _ in ranges] == [0] + [o + n for o, n, _ in ranges[:-1]]
         assert sum(n for _, n, _ in ranges) == len(data)
