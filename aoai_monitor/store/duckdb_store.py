@@ -347,7 +347,7 @@ class Transaction:
         """Insert the rows of `table` (time range lo..hi, epoch ms) whose id is new; `constants` are columns the
         statement adds (SQL expressions by column name). Returns the rows inserted."""
         added = "".join(f", {expr} AS {_q(column)}" for column, expr in (constants or {}).items())
-        return self._run_over(_first_of_each_id(table), "_batch", _bind(
+        return self._run_over(_without_empty_columns(_first_of_each_id(table)), "_batch", _bind(
             f"INSERT INTO {name} BY NAME SELECT b.* FROM (SELECT CAST(id AS UUID) AS id, * EXCLUDE (id){added} "
             f"FROM _batch) b {_NOT_EXISTING.format(table=name)}", lo=lo, hi=hi))
 
@@ -439,6 +439,13 @@ def _first_of_each_id(table: pa.Table) -> pa.Table:
     numbered = pa.table({"id": table.column("id"), "row": pa.array(range(table.num_rows), pa.int64())})
     firsts = numbered.group_by("id", use_threads=False).aggregate([("row", "min")]).column("row_min")
     return table.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+
+def _without_empty_columns(table: pa.Table) -> pa.Table:
+    """The table without its all-NULL columns, which the insert fills with NULL by name all the same: binding
+    an Arrow table costs DuckDB ~70 µs per column per statement, and a gateway document sets ~60 of ~160."""
+    keep = [i for i, column in enumerate(table.columns) if column.null_count != len(column)]
+    return table if len(keep) == table.num_columns else table.select(keep)
 
 
 def docs_to_arrow(table: str, docs: list[dict], ingested_ms: int) -> tuple[pa.Table, int, int]:
