@@ -100,7 +100,11 @@ def _display(doc: dict) -> dict:
 @click.option("--memory-limit", default=INGEST_MEMORY_LIMIT, show_default=True, metavar="SIZE",
               help="DuckDB's memory budget for the ingest (e.g. 512MB, 2GB). Raise it if the store reports it ran "
                    "out of memory; below 128MB a checkpoint of the wide logs table can fail.")
-def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str) -> None:
+@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Processes that parse and normalize blocks of large NDJSON files while this one stores them (and "
+                   "helps) [default: CPUs − 1; 0: this process alone].")
+def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str,
+           workers: int | None) -> None:
     """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
     import duckdb
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -139,7 +143,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
             progress.update(task, records=summary.records)
 
         try:
-            summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n), on_batch=on_batch)
+            summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n), on_batch=on_batch,
+                                   workers=workers)
         except duckdb.Error as exc:
             # Every commit before the failure stands, and re-running skips those records as duplicates.
             # Anything but a plain out-of-memory error (a full disk, an unwritable file, a checkpoint that

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -138,9 +138,13 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 
 
 # Bytes of NDJSON per worker task. Smaller blocks pay DuckDB's fixed cost per insert statement (tens of
-# milliseconds on the wide logs table) more often; larger ones hold more in flight (workers + 1 blocks and
+# milliseconds on the wide logs table) more often; larger ones hold more in flight (workers + IN_FLIGHT_EXTRA blocks and
 # their prepared tables). 6 MiB ingests as fast as 8 MiB and peaks ~25 MB lower (bench/bench_ingest.py).
 CHUNK_BYTES = 6 << 20
+# Blocks in flight beyond one per worker process. The writer commits a row group in bursts of ~0.5 s, as long
+# as a worker takes to prepare 3-4 blocks: with one block queued per worker, the workers ran dry in every
+# commit and a 2-CPU machine used 1.64 of its CPUs; with five, 1.85 (bench/bench_ingest.py, 1 M records).
+IN_FLIGHT_EXTRA = 5
 # A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A
 # transaction of another size leaves a partial row group between full ones, and a later checkpoint merges it with
 # its neighbours by rewriting them, which costs as much again as writing them (a 1M-record ingest spent 18 of its
@@ -365,9 +369,19 @@ def return_large_buffers_to_the_os() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc; elsewhere nothing): after the writer prepared a block
+    itself, the freed lines and parsed records (~20 MB) otherwise stayed in its peak RSS (358 → 340 MB)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None] | None = None,
                  on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
-    """Ingest files; NDJSON chunks are prepared by worker processes while this one commits (in order).
+    """Ingest files; NDJSON chunks are prepared by `workers` processes (default: one per CPU but this one's; 0:
+    none) while this one commits them in order, and by this one too while the next chunk is not ready.
 
     The store is reopened along the way (Store.reopen): hold no cursors of it meanwhile.
 
@@ -376,7 +390,7 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
     """
     summary = IngestSummary()
     started = time.perf_counter()
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    workers = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
     pools: list[ProcessPoolExecutor] = []
     spools: list[Spool] = []
     try:
@@ -401,7 +415,7 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
         source = f"file:{path}"
         with _open(path) as stream:
             if _looks_like_ndjson(stream):
-                if workers > 1 and not pools and path.stat().st_size > CHUNK_BYTES:
+                if workers and not pools and path.stat().st_size > CHUNK_BYTES:
                     pools.append(_worker_pool(workers))
                     spool = Spool.create()
                     if spool is not None:
@@ -409,12 +423,12 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
                 pool = pools[0] if pools else None
                 spool = spools[0].path if spools else None
                 if pool is not None and not isinstance(stream.raw, gzip.GzipFile):
-                    tasks = ((prepare_range, str(path), offset, length, first_line, source, spool)
+                    tasks = ((prepare_range, str(path), offset, length, first_line, source)
                              for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False))
                 else:  # no pool (then no spool either), or a gzip stream, which only this process can read
-                    tasks = ((prepare_block, data, first_line, source, spool)
+                    tasks = ((prepare_block, data, first_line, source)
                              for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True))
-                yield from _prepared_in_order(tasks, pool, workers)
+                yield from _prepared_in_order(tasks, pool, workers, spool)
                 continue
         for batch in read_batches(path, on_bytes=on_bytes):
             yield _chunk(source, batch)
@@ -573,20 +587,39 @@ class HeldDocuments:
         self.fast, self.tables, self.rows, self.rejects, self.bytes = [], {}, {}, [], 0
 
 
-def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int) -> Iterator[PreparedChunk]:
-    """The chunks of `tasks` (a prepare function and its arguments each), in order: in this process without a
-    pool, else at most workers + 1 in flight (bounded memory)."""
+def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int, spool: str | None) -> Iterator[PreparedChunk]:
+    """The chunks of `tasks` (a prepare function and its arguments but the spool each), in order: in this
+    process without a pool. Else the pool prepares them, at most workers + IN_FLIGHT_EXTRA in flight (bounded
+    memory), into `spool`; and while the next chunk is not ready, this process takes the last queued task
+    back from the pool and prepares it itself, rather than wait.
+    """
     if pool is None:
         for fn, *args in tasks:
-            yield fn(*args)
+            yield fn(*args, None)
         return
-    pending: deque = deque()
-    for fn, *args in tasks:
-        pending.append(pool.submit(fn, *args))
-        if len(pending) > workers:
-            yield pending.popleft().result().from_spool()
-    while pending:
-        yield pending.popleft().result().from_spool()
+    tasks = iter(tasks)
+    pending: deque[tuple[Future, tuple]] = deque()  # (future, task), in order
+    while True:
+        while len(pending) < workers + IN_FLIGHT_EXTRA and (task := next(tasks, None)) is not None:
+            pending.append((pool.submit(*task, spool), task))
+        if not pending:
+            return
+        head = pending[0][0]
+        while not head.done() and (i := _take_back(pending)) is not None:
+            fn, *args = pending[i][1]
+            done: Future = Future()
+            done.set_result(fn(*args, None))  # kept in memory: no spool file
+            pending[i] = (done, pending[i][1])
+            _trim_heap()
+        yield pending.popleft()[0].result().from_spool()
+
+
+def _take_back(pending: deque) -> int | None:
+    """Index of the last task in `pending` that no worker started, now taken back from the pool (cancelled)."""
+    for i in range(len(pending) - 1, -1, -1):
+        if pending[i][0].cancel():
+            return i
+    return None
 
 
 def total_bytes(files: list[Path]) -> int:

@@ -72,6 +72,28 @@ def test_ingest_out_of_store_memory_says_what_to_do_and_a_rerun_completes(tmp_pa
     assert bad.returncode == 2 and b"cannot use --memory-limit 'lots'" in bad.stderr
 
 
+def test_ingest_stores_the_same_with_a_worker_process_or_none(tmp_path: Path):
+    """--workers 1: a file larger than a block goes through a worker process, the writer helping; --workers 0:
+    this process alone. Both store the same documents."""
+    sys.path.insert(0, str(ROOT))
+    from bench.gen_records import write
+
+    data = tmp_path / "records.ndjson"
+    with open(data, "wb") as f:
+        write(9_000, f)  # ~7.8 MB: more than one 6 MiB block
+    ids = {}
+    for workers in ("0", "1"):
+        store = str(tmp_path / f"w{workers}.duckdb")
+        proc = run("ingest", str(data), "--store", store, "--workers", workers)
+        assert proc.returncode == 0, proc.stderr
+        assert "9,000 logs and 0 metrics stored" in proc.stdout.decode()
+        ids[workers] = run("query", "SELECT md5(string_agg(id::VARCHAR, ',' ORDER BY id)) AS h FROM logs", "--store",
+                           store, "--format", "csv").stdout
+    assert ids["0"] == ids["1"]
+    bad = run("ingest", str(data), "--store", str(tmp_path / "x.duckdb"), "--workers", "-1")
+    assert bad.returncode == 2 and b"--workers" in bad.stderr
+
+
 def test_query_refuses_writes_with_a_clear_error(tmp_path: Path):
     store = str(tmp_path / "s.duckdb")
     run("ingest", str(FIXTURES / "bare_array.json"), "--store", store)

@@ -97,7 +97,7 @@ def test_worker_ingest_stores_what_one_process_stores(tmp_path: Path, monkeypatc
     path.write_text("\n".join(lines) + "\n")
 
     reference = Store(tmp_path / "reference.duckdb")
-    ingest_files(reference, [path], workers=1)
+    ingest_files(reference, [path], workers=0)
 
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 100_000)  # ~25 chunks across two worker processes
     if shared_memory:
@@ -183,7 +183,7 @@ def test_workers_reading_their_blocks_store_what_the_writer_reading_them_stores(
     (tmp_path / "plain.ndjson").write_bytes(text)
     (tmp_path / "packed.ndjson.gz").write_bytes(gzip.compress(text))
     stored = {}
-    for name, file, workers in (("alone", "plain.ndjson", 1), ("plain", "plain.ndjson", 2),
+    for name, file, workers in (("alone", "plain.ndjson", 0), ("plain", "plain.ndjson", 2),
                                 ("gzip", "packed.ndjson.gz", 2)):
         with Store(tmp_path / f"{name}.duckdb") as store:
             summary = ingest_files(store, [tmp_path / file], workers=workers)
@@ -194,3 +194,46 @@ def test_workers_reading_their_blocks_store_what_the_writer_reading_them_stores(
     assert stored["alone"][0] == 600 and len(stored["alone"][1]) == 598
     assert stored["alone"][2] == [("379",), ("6",)]  # line 301 is the empty one
     assert stored["plain"] == stored["alone"] and stored["gzip"] == stored["alone"]
+
+
+_WRITER_PID = os.getpid()
+
+
+def _slow_in_workers(path: str, offset: int, length: int, first_line: int, source: str, spool_dir):
+    """prepare_range, slowed down in the worker processes only, so the writer finds the next block not ready."""
+    if os.getpid() != _WRITER_PID:
+        import time
+        time.sleep(0.3)
+    return _prepare_range(path, offset, length, first_line, source, spool_dir)
+
+
+_prepare_range = pipeline.prepare_range
+
+
+def test_the_writer_prepares_blocks_itself_while_the_next_is_not_ready(tmp_path: Path, monkeypatch):
+    """A slow worker does not leave the writer waiting: it takes queued blocks back from the pool, prepares them
+    (without a spool file) and commits everything in order, as one process would."""
+    lines = [orjson.dumps(r).decode() for r in records(1500, seed=8)]
+    lines[900] = "{broken"
+    path = tmp_path / "big.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    reference = Store(tmp_path / "reference.duckdb")
+    ingest_files(reference, [path], workers=0)
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)  # ~25 blocks
+    monkeypatch.setattr(pipeline, "prepare_range", _slow_in_workers)
+    here: list[int] = []
+    real_prepare_block = pipeline.prepare_block
+
+    def counting(data, first_line, source, spool_dir):
+        if os.getpid() == _WRITER_PID:
+            here.append(first_line)
+        return real_prepare_block(data, first_line, source, spool_dir)
+
+    monkeypatch.setattr(pipeline, "prepare_block", counting)  # what prepare_range calls, in this process
+    store = Store(tmp_path / "helped.duckdb")
+    summary = ingest_files(store, [path], workers=1)
+    assert len(here) >= 5, here  # most blocks: the worker sleeps 0.3 s on each
+    assert summary.records == 1500 and summary.result.dead_lettered == 1
+    assert _stored(store) == _stored(reference)
+    assert store.cursor().execute("SELECT source FROM dead_letters").fetchall() == [(f"file:{path}:901",)]
