@@ -143,7 +143,7 @@ def read_batches(path: Path, source: str | None = None, batch_records: int = BAT
 CHUNK_BYTES = 6 << 20
 # Blocks in flight beyond one per worker process. The writer commits a row group in bursts of ~0.5 s, as long
 # as a worker takes to prepare 3-4 blocks: with one block queued per worker, the workers ran dry in every
-# commit and a 2-CPU machine used 1.64 of its CPUs; with five, 1.85 (bench/bench_ingest.py, 1 M records).
+# commit and a 2-CPU machine used 1.64 of its CPUs; with five, 1.85 (1 M-record ingests, 4 alternating pairs).
 IN_FLIGHT_EXTRA = 5
 # A bulk ingest commits each time a table gained exactly one row group (ROW_GROUP_ROWS) of new rows. A
 # transaction of another size leaves a partial row group between full ones, and a later checkpoint merges it with
@@ -598,7 +598,7 @@ def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int, spool: str | 
             yield fn(*args, None)
         return
     tasks = iter(tasks)
-    pending: deque[tuple[Future, tuple]] = deque()  # (future, task), in order
+    pending: deque[tuple[Future, tuple | None]] = deque()  # (future, its task until done here), in order
     while True:
         while len(pending) < workers + IN_FLIGHT_EXTRA and (task := next(tasks, None)) is not None:
             pending.append((pool.submit(*task, spool), task))
@@ -609,7 +609,7 @@ def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int, spool: str | 
             fn, *args = pending[i][1]
             done: Future = Future()
             done.set_result(fn(*args, None))  # kept in memory: no spool file
-            pending[i] = (done, pending[i][1])
+            pending[i] = (done, None)
             _trim_heap()
         yield pending.popleft()[0].result().from_spool()
 
