@@ -380,8 +380,8 @@ def _trim_heap() -> None:
 
 def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None] | None = None,
                  on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
-    """Ingest files; NDJSON chunks are prepared by `workers` processes (default: one per CPU but this one's; 0:
-    none) while this one commits them in order, and by this one too while the next chunk is not ready.
+    """Ingest files; NDJSON chunks are prepared by `workers` processes (default: one per CPU but this one's, so
+    none on one CPU) while this one commits them in order, and by this one too while the next chunk is not ready.
 
     The store is reopened along the way (Store.reopen): hold no cursors of it meanwhile.
 
@@ -390,7 +390,7 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
     """
     summary = IngestSummary()
     started = time.perf_counter()
-    workers = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
+    workers = workers if workers is not None else (os.cpu_count() or 1) - 1
     pools: list[ProcessPoolExecutor] = []
     spools: list[Spool] = []
     try:
