@@ -440,7 +440,25 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     finalizers of objects that are not its own: a DuckDB connection open here, finalized in a worker, crashed
     it. Freezing also keeps the collector from touching, and so copying, the pages the children share."""
     gc.freeze()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_keep_block_buffers)
+
+
+def _keep_block_buffers() -> None:
+    """In a worker process: keep freed block-sized buffers in the heap for the next block (glibc; elsewhere
+    nothing).
+
+    Workers inherit the writer's 1 MiB mapping threshold (return_large_buffers_to_the_os), under which each
+    block's bytes, its text and its largest Arrow columns were fresh mappings, faulted in page by page: ~1 page
+    fault per record, most of the workers' system time. Taken from the heap (buffers up to 8 MiB) and kept
+    there (up to 16 MiB free at its top), a worker peaks ~12 MB higher, and a 1 M-record ingest took ~29 % less
+    system time and ~4 % less CPU (10 alternating pairs, 8 of them lower).
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError, TypeError):  # no mallopt in this C library (macOS, Windows)
+        pass
 
 
 def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch) -> None:
