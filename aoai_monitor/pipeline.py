@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,6 @@ REOPEN_RECORDS = 24 * ROW_GROUP_ROWS
 @dataclass
 class PreparedChunk:
     """CPU work done for a chunk of lines, ready for one store transaction (picklable: built in workers)."""
-    source: str
     fast: object = None  # pa.Table of fastpath.extract columns
     tables: dict = field(default_factory=dict)  # table name → (pa.Table, lo, hi)
     rejects: object = None  # pa.Table
@@ -176,7 +176,7 @@ class PreparedChunk:
         if spooled is None:
             return self
         bounds = {name: (lo, hi) for name, (_, lo, hi) in self.tables.items()}
-        return PreparedChunk(self.source, records=self.records, spooled=(*spooled, bounds))
+        return PreparedChunk(records=self.records, spooled=(*spooled, bounds))
 
     def from_spool(self) -> "PreparedChunk":
         """The chunk to_spool wrote, its tables mapped from the file (no copy); as is if not spooled."""
@@ -184,14 +184,15 @@ class PreparedChunk:
             return self
         path, layout, bounds = self.spooled
         tables = read_tables(path, layout)
-        return PreparedChunk(self.source, tables.get("fast"),
+        return PreparedChunk(tables.get("fast"),
                              {name: (tables[f"table:{name}"], *bounds[name]) for name in bounds},
                              tables.get("rejects"), self.records)
 
 
-def prepare_lines(lines: list[str], source: str, line_numbers: list[int] | None = None,
+def prepare_lines(lines: list[str], source: str | list[str], line_numbers: list[int] | None = None,
                   ingested_ms: int | None = None) -> PreparedChunk:
-    """Raw record lines (NDJSON lines, blob lines) → Arrow tables. Pure CPU; no store access.
+    """Raw record lines (NDJSON lines, blob lines) → Arrow tables. Pure CPU; no store access. `source` names
+    where they came from, or where each line came from (the lines of several files).
 
     The fast path takes the common well-formed records; the rest (other categories, envelopes,
     anything needing repair) go through the Python normalizer.
@@ -210,7 +211,7 @@ def prepare_records(records: list[dict], source: str, positions: list[int] | Non
                      len(records), source, positions, ingested_ms)
 
 
-def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], count: int, source: str,
+def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], count: int, source: str | list[str],
               positions: list[int] | None, ingested_ms: int | None) -> PreparedChunk:
     """The fast path's columns plus the Python normalizer's documents for the leftovers; dead letters name
     their position (`<source>:<line or offset>`)."""
@@ -218,20 +219,25 @@ def _prepared(fast, leftovers: list[int], decoded: Callable[[int], Iterable], co
     batch = Normalized()
     for i in leftovers:
         before = len(batch.rejects)
-        normalize_decoded(decoded(i), source, batch)
+        line_source = source if source.__class__ is str else source[i]
+        normalize_decoded(decoded(i), line_source, batch)
         if positions and len(batch.rejects) != before:
-            batch.rejects[before:] = [(f"{source}:{positions[i]}", reason, raw)
+            batch.rejects[before:] = [(f"{line_source}:{positions[i]}", reason, raw)
                                       for _, reason, raw in batch.rejects[before:]]
     if fast is not None:
-        fast = fast.append_column("aoai.source", pa.repeat(pa.scalar(source or None, pa.string()), fast.num_rows))
-    return _chunk(source, batch, fast, count - len(leftovers) + batch.records, ingested_ms)
+        if source.__class__ is str:
+            sources = pa.repeat(pa.scalar(source or None, pa.string()), fast.num_rows)
+        else:
+            left = set(leftovers)
+            sources = pa.array([s or None for i, s in enumerate(source) if i not in left], pa.string())
+        fast = fast.append_column("aoai.source", sources)
+    return _chunk(batch, fast, count - len(leftovers) + batch.records, ingested_ms)
 
 
-def _chunk(source: str, batch: Normalized, fast=None, records: int | None = None,
-           ingested_ms: int | None = None) -> PreparedChunk:
+def _chunk(batch: Normalized, fast=None, records: int | None = None, ingested_ms: int | None = None) -> PreparedChunk:
     """A normalized batch (plus fast-path columns) as Arrow tables for one insert."""
     ingested_ms = ingested_ms or int(time.time() * 1000)
-    prepared = PreparedChunk(source, fast, records=batch.records if records is None else records)
+    prepared = PreparedChunk(fast, records=batch.records if records is None else records)
     for name, docs in (("logs", batch.logs), ("metrics", batch.metrics)):
         if docs:
             prepared.tables[name] = docs_to_arrow(name, docs, ingested_ms)
@@ -277,16 +283,18 @@ def payload_records(payload: bytes) -> list[dict] | None:
     return records
 
 
-def _blocks(stream, on_bytes, keep_bytes: bool) -> Iterator[tuple[int, int, int, bytes | None]]:
+def _blocks(stream, on_bytes, keep_bytes: bool, size: int | None = None) -> Iterator[tuple[int, int, int, bytes | None]]:
     """(offset, length, 1-based number of the first line, the bytes when `keep_bytes`) of bounded blocks of whole
-    lines, read into one reused buffer (memory stays flat); a line longer than a block is a block of its own.
+    lines, read into one reused buffer (memory stays flat); a line longer than a block is a block of its own. The
+    buffer is no larger than the stream's `size` when known: a zeroed 6 MiB buffer for each of a directory's
+    small files cost more than reading them.
 
     Only bytes cross to the worker processes: decoding and splitting happen there, off the writer's core. A plain
-    file's workers read their blocks themselves (prepare_range), so this process only finds where blocks end and
+    file's workers read their blocks themselves (prepare_ranges), so this process only finds where blocks end and
     counts lines: reading the blocks here and piping them over cost it, the writer, ~2.5 µs per record (a fresh
     6 MiB buffer for each read, its copies and the pipe) against ~0.6 µs.
     """
-    buf = bytearray(CHUNK_BYTES)
+    buf = bytearray(CHUNK_BYTES if size is None else min(CHUNK_BYTES, size + 1))
     offset = filled = 0
     line_no = 1
     while True:
@@ -312,13 +320,27 @@ def _blocks(stream, on_bytes, keep_bytes: bool) -> Iterator[tuple[int, int, int,
                 del buf[CHUNK_BYTES:]
 
 
-def prepare_range(path: str, offset: int, length: int, first_line: int, source: str,
-                  spool: str | None = None) -> PreparedChunk:
-    """prepare_block for the bytes of a _blocks block, read here (in a worker process)."""
+def prepare_ranges(ranges: tuple[tuple[str, int, int, int, str], ...], spool: str | None = None) -> PreparedChunk:
+    """prepare_block for _blocks blocks (path, offset, length, first line's number, source), read here (in a
+    worker process): one block of a large file, or the whole of several small files, prepared together."""
+    if len(ranges) == 1:
+        path, offset, length, first_line, source = ranges[0]
+        return prepare_block(_read_range(path, offset, length), first_line, source, spool)
+    with _cycle_collector_off():
+        lines, numbers, sources = [], [], []
+        for path, offset, length, first_line, source in ranges:
+            more, more_numbers = block_lines(_read_range(path, offset, length), first_line)
+            lines += more
+            numbers += more_numbers
+            sources += [source] * len(more)
+        prepared = prepare_lines(lines, sources, numbers)
+        return prepared.to_spool(spool) if spool else prepared
+
+
+def _read_range(path: str, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
-        data = f.read(length)
-    return prepare_block(data, first_line, source, spool)
+        return f.read(length)
 
 
 def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
@@ -334,18 +356,22 @@ def block_lines(data: bytes, first_line: int) -> tuple[list[str], list[int]]:
 
 def prepare_block(data: bytes, first_line: int, source: str, spool: str | None = None) -> PreparedChunk:
     """prepare_lines for a block of NDJSON bytes (runs in the worker processes), written to the `spool`
-    directory when given.
-
-    The cycle collector is off meanwhile: the containers a block's parsed JSON allocates made it run ~30 times
-    per 6 MiB block, for nothing (parsed JSON holds no cycles): 0.6 µs per line, ~2 % of a worker's CPU. It
-    resumes after the block.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    directory when given."""
+    with _cycle_collector_off():
         lines, numbers = block_lines(data, first_line)
         prepared = prepare_lines(lines, source, numbers)
         return prepared.to_spool(spool) if spool else prepared
+
+
+@contextmanager
+def _cycle_collector_off():
+    """The cycle collector off while a block is prepared: the containers its parsed JSON allocates made it run
+    ~30 times per 6 MiB block, for nothing (parsed JSON holds no cycles): 0.6 µs per line, ~2 % of a worker's
+    CPU. It resumes after the block."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if collecting:
             gc.enable()
@@ -413,31 +439,56 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
 
 def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: int,
                  pools: list[ProcessPoolExecutor], spools: list[Spool]) -> Iterator[PreparedChunk]:
-    """Prepared chunks of every file in order. NDJSON streams through the worker pool (started, into `pools`,
-    by the first file large enough to need it, with its spool into `spools` where shared memory allows);
-    anything else is decoded whole here."""
+    """Prepared chunks of every file in order. NDJSON blocks stream through the worker pool (started, into
+    `pools`, when the input is larger than one block, with its spool into `spools` where shared memory allows),
+    the blocks of consecutive files in flight together: a directory of storage-archive PT1H.json files, each
+    smaller than a block, keeps the workers as busy as one large file does."""
+    pool = spool = None
+    if workers and total_bytes(files) > CHUNK_BYTES:
+        pool = _worker_pool(workers)
+        pools.append(pool)
+        created = Spool.create()
+        if created is not None:
+            spools.append(created)
+            spool = created.path
+    yield from _prepared_in_order(_file_tasks(files, summary, on_bytes, pool is not None), pool, workers, spool)
+
+
+def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: bool) -> Iterator[tuple | PreparedChunk]:
+    """Each file's NDJSON blocks as tasks (a prepare function and its arguments but the spool), in order, the
+    blocks of small files together up to a block's size (each task has a fixed cost of a few milliseconds); a
+    file in another form (one JSON document or array) as its chunks, decoded whole here."""
+    ranges: list[tuple[str, int, int, int, str]] = []  # blocks of plain files for the next prepare_ranges task
+    filled = 0
     for path in files:
         summary.files += 1
         source = f"file:{path}"
         with _open(path) as stream:
             if _looks_like_ndjson(stream):
-                if workers and not pools and path.stat().st_size > CHUNK_BYTES:
-                    pools.append(_worker_pool(workers))
-                    spool = Spool.create()
-                    if spool is not None:
-                        spools.append(spool)
-                pool = pools[0] if pools else None
-                spool = spools[0].path if spools else None
-                if pool is not None and not isinstance(stream.raw, gzip.GzipFile):
-                    tasks = ((prepare_range, str(path), offset, length, first_line, source)
-                             for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False))
-                else:  # no pool (then no spool either), or a gzip stream, which only this process can read
-                    tasks = ((prepare_block, data, first_line, source)
-                             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True))
-                yield from _prepared_in_order(tasks, pool, workers, spool)
+                packed = isinstance(stream.raw, gzip.GzipFile)
+                size = None if packed else path.stat().st_size
+                if pooled and not packed:
+                    for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
+                        if ranges and filled + length > CHUNK_BYTES:
+                            yield prepare_ranges, tuple(ranges)
+                            ranges, filled = [], 0
+                        ranges.append((str(path), offset, length, first_line, source))
+                        filled += length
+                    continue
+                if ranges:
+                    yield prepare_ranges, tuple(ranges)
+                    ranges, filled = [], 0
+                # no pool, or a gzip stream, which only this process can read
+                for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
+                    yield prepare_block, data, first_line, source
                 continue
+        if ranges:
+            yield prepare_ranges, tuple(ranges)
+            ranges, filled = [], 0
         for batch in read_batches(path, on_bytes=on_bytes):
-            yield _chunk(source, batch)
+            yield _chunk(batch)
+    if ranges:
+        yield prepare_ranges, tuple(ranges)
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -505,8 +556,8 @@ def _split_chunk(chunk: PreparedChunk, room: dict[str, int]) -> tuple[PreparedCh
     rows["logs"] += fast_rows
     if all(rows[name] <= room[name] for name in room):
         return chunk, None
-    head = PreparedChunk(chunk.source, rejects=chunk.rejects)
-    rest = PreparedChunk(chunk.source)
+    head = PreparedChunk(rejects=chunk.rejects)
+    rest = PreparedChunk()
     take = room["logs"]
     if fast_rows:
         head.fast, rest.fast = chunk.fast.slice(0, min(take, fast_rows)), chunk.fast.slice(min(take, fast_rows))
@@ -606,23 +657,33 @@ class HeldDocuments:
         self.fast, self.tables, self.rows, self.rejects, self.bytes = [], {}, {}, [], 0
 
 
-def _prepared_in_order(tasks: Iterable[tuple], pool, workers: int, spool: str | None) -> Iterator[PreparedChunk]:
-    """The chunks of `tasks` (a prepare function and its arguments but the spool each), in order: in this
-    process without a pool. Else the pool prepares them, at most workers + IN_FLIGHT_EXTRA in flight (bounded
-    memory), into `spool`; and while the next chunk is not ready, this process takes the last queued task
-    back from the pool and prepares it itself, rather than wait.
+def _prepared_in_order(tasks: Iterable[tuple | PreparedChunk], pool, workers: int,
+                       spool: str | None) -> Iterator[PreparedChunk]:
+    """The chunks of `tasks` (a prepare function and its arguments but the spool each, or a chunk prepared
+    already), in order: in this process without a pool. Else the pool prepares them, at most workers +
+    IN_FLIGHT_EXTRA in flight (bounded memory), into `spool`; and while the next chunk is not ready, this
+    process takes the last queued task back from the pool and prepares it itself, rather than wait. A chunk
+    prepared already waits (alone) until the tasks before it are done.
     """
     if pool is None:
-        for fn, *args in tasks:
-            yield fn(*args, None)
+        for task in tasks:
+            yield task if isinstance(task, PreparedChunk) else task[0](*task[1:], None)
         return
     tasks = iter(tasks)
     pending: deque[tuple[Future, tuple | None]] = deque()  # (future, its task until done here), in order
+    prepared: PreparedChunk | None = None
     while True:
-        while len(pending) < workers + IN_FLIGHT_EXTRA and (task := next(tasks, None)) is not None:
-            pending.append((pool.submit(*task, spool), task))
+        while prepared is None and len(pending) < workers + IN_FLIGHT_EXTRA and (task := next(tasks, None)) is not None:
+            if isinstance(task, PreparedChunk):
+                prepared = task
+            else:
+                pending.append((pool.submit(*task, spool), task))
         if not pending:
-            return
+            if prepared is None:
+                return
+            yield prepared
+            prepared = None
+            continue
         head = pending[0][0]
         while not head.done() and (i := _take_back(pending)) is not None:
             fn, *args = pending[i][1]

@@ -171,7 +171,7 @@ def test_block_ranges_cover_the_file_in_whole_lines_with_their_numbers(tmp_path:
 
 
 def test_workers_reading_their_blocks_store_what_the_writer_reading_them_stores(tmp_path: Path, monkeypatch):
-    """Plain files: the workers read their blocks (pipeline.prepare_range); gzip: the writer reads them and pipes
+    """Plain files: the workers read their blocks (pipeline.prepare_ranges); gzip: the writer reads them and pipes
     them over. Both store the same rows, and dead letters name the same lines, as one process does."""
     import gzip
 
@@ -199,15 +199,15 @@ def test_workers_reading_their_blocks_store_what_the_writer_reading_them_stores(
 _WRITER_PID = os.getpid()
 
 
-def _slow_in_workers(path: str, offset: int, length: int, first_line: int, source: str, spool_dir):
-    """prepare_range, slowed down in the worker processes only, so the writer finds the next block not ready."""
+def _slow_in_workers(ranges, spool_dir):
+    """prepare_ranges, slowed down in the worker processes only, so the writer finds the next block not ready."""
     if os.getpid() != _WRITER_PID:
         import time
         time.sleep(0.3)
-    return _prepare_range(path, offset, length, first_line, source, spool_dir)
+    return _prepare_ranges(ranges, spool_dir)
 
 
-_prepare_range = pipeline.prepare_range
+_prepare_ranges = pipeline.prepare_ranges
 
 
 def test_the_writer_prepares_blocks_itself_while_the_next_is_not_ready(tmp_path: Path, monkeypatch):
@@ -221,7 +221,7 @@ def test_the_writer_prepares_blocks_itself_while_the_next_is_not_ready(tmp_path:
     ingest_files(reference, [path], workers=0)
 
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)  # ~25 blocks
-    monkeypatch.setattr(pipeline, "prepare_range", _slow_in_workers)
+    monkeypatch.setattr(pipeline, "prepare_ranges", _slow_in_workers)
     here: list[int] = []
     real_prepare_block = pipeline.prepare_block
 
@@ -230,10 +230,61 @@ def test_the_writer_prepares_blocks_itself_while_the_next_is_not_ready(tmp_path:
             here.append(first_line)
         return real_prepare_block(data, first_line, source, spool_dir)
 
-    monkeypatch.setattr(pipeline, "prepare_block", counting)  # what prepare_range calls, in this process
+    monkeypatch.setattr(pipeline, "prepare_block", counting)  # what prepare_ranges calls, in this process
     store = Store(tmp_path / "helped.duckdb")
     summary = ingest_files(store, [path], workers=1)
     assert len(here) >= 5, here  # most blocks: the worker sleeps 0.3 s on each
     assert summary.records == 1500 and summary.result.dead_lettered == 1
     assert _stored(store) == _stored(reference)
     assert store.cursor().execute("SELECT source FROM dead_letters").fetchall() == [(f"file:{path}:901",)]
+
+
+_MARKS: list[Path] = []  # where _marking_in_workers leaves its marks (set before the pool forks)
+
+
+def _marking_in_workers(ranges, spool_dir):
+    """prepare_ranges that leaves a mark, named after its files, for each task a worker process prepares."""
+    if os.getpid() != _WRITER_PID:
+        (_MARKS[0] / "+".join(Path(path).name for path, *_ in ranges)).touch()
+    return _prepare_ranges(ranges, spool_dir)
+
+
+def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_path: Path, monkeypatch):
+    """Storage archives are many PT1H.json files, each smaller than a block. They go to the worker processes,
+    several files to a task (not file by file through this one alone, at half the speed), and the store gets
+    what one process stores: every dead letter names its own file and line, and a file in another form (a JSON
+    array) and a gzip file keep their places."""
+    import gzip
+    import shutil
+
+    from tests.core_helpers import FIXTURES
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 40_000)
+    inputs = tmp_path / "archive"
+    inputs.mkdir()
+    files = []
+    for i in range(12):
+        lines = [orjson.dumps(r).decode() for r in records(14, seed=100 + i)]  # ~12 KB: a third of a block
+        if i == 3:
+            lines[6] = "{broken"
+        path = inputs / f"h={i:02d}.json"
+        path.write_text("\n".join(lines) + "\n")
+        files.append(path)
+    shutil.copy(FIXTURES / "bare_array.json", inputs / "array.json")
+    files.insert(6, inputs / "array.json")
+    packed = inputs / "h=12.json.gz"
+    packed.write_bytes(gzip.compress("\n".join(orjson.dumps(r).decode() for r in records(30, seed=99)).encode()))
+    files.insert(9, packed)
+
+    reference = Store(tmp_path / "reference.duckdb")
+    assert ingest_files(reference, files, workers=0).records == 12 * 14 + 2 + 30
+    monkeypatch.setattr(pipeline, "prepare_ranges", _marking_in_workers)
+    monkeypatch.setattr(sys.modules[__name__], "_MARKS", [tmp_path])
+    store = Store(tmp_path / "workers.duckdb")
+    summary = ingest_files(store, files, workers=2)
+
+    tasks = [mark.name.split("+") for mark in tmp_path.glob("h=*")]  # the workers' (the writer helps too)
+    assert tasks and max(map(len, tasks)) >= 2, tasks
+    assert summary.files == 14 and summary.records == 12 * 14 + 2 + 30 and summary.result.dead_lettered == 1
+    assert _stored(store) == _stored(reference)
+    assert store.cursor().execute("SELECT source FROM dead_letters").fetchall() == [(f"file:{files[3]}:7",)]
