@@ -73,17 +73,33 @@ def _open(path: Path) -> io.BufferedReader:
     return raw
 
 
+# The longest first line that still makes a file NDJSON: longer, the file is taken for one JSON document.
+FIRST_LINE_LIMIT = 64 << 20
+
+
 def _looks_like_ndjson(stream: io.BufferedReader) -> bool:
-    """NDJSON when the first line alone is a complete JSON object (the fast streaming path applies)."""
-    head = stream.peek(1 << 16)
-    head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head.startswith(b"{"):
+    """NDJSON when the first line alone is a complete JSON object (the fast streaming path applies).
+
+    The first line is read whole, however long (a gateway log with its request and response bodies can be tens
+    of kilobytes, more than a peek shows), and the stream is put back where it was.
+    """
+    head = stream.peek(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head and not head.startswith(b"{"):
         return False
     end = head.find(b"\n")
-    if end < 0:
-        return False
+    if end >= 0:
+        first = head[:end]
+    else:  # the first line is longer than the peek (or the stream starts with blank lines)
+        start = stream.tell()
+        first = b""
+        while not first and (line := stream.readline(FIRST_LINE_LIMIT)):
+            if line.strip(b"\xef\xbb\xbf \t\r\n"):
+                first = line.lstrip(b"\xef\xbb\xbf \t\r")
+        stream.seek(start)
+        if not first.startswith(b"{") or not first.endswith(b"\n"):
+            return False
     try:
-        return isinstance(orjson.loads(head[:end]), dict)
+        return isinstance(orjson.loads(first), dict)
     except orjson.JSONDecodeError:
         return False
 

@@ -1,0 +1,68 @@
+"""How `aoai-monitor ingest` takes the forms files come in: which ones stream in blocks, and that each stores
+what the record-by-record normalizer stores."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aoai_monitor import pipeline
+from aoai_monitor.pipeline import ingest_files
+from aoai_monitor.store import Store
+from tests.core_helpers import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench.gen_records import records  # noqa: E402
+
+
+def _gateway_with_prompt(text: str) -> dict:
+    record = next(r for r in records(200, seed=4) if r["category"] == "GatewayLogs")
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+    return {**record, "properties": {**record["properties"], "backendRequestBody": orjson.dumps(body).decode()}}
+
+
+def test_an_ndjson_file_whose_first_line_is_longer_than_a_peek_streams_in_blocks(tmp_path: Path, monkeypatch):
+    """A gateway log with its bodies makes a first line of tens of kilobytes, more than a buffered peek shows:
+    the file is still NDJSON and streams in blocks. (It was read whole as one JSON document: memory grew with
+    the file, and a file over WHOLE_FILE_LIMIT failed as "not NDJSON".)"""
+    monkeypatch.setattr(pipeline, "WHOLE_FILE_LIMIT", 100_000)
+    prompt = "Summarize this contract. " * 2000  # 50 KB
+    lines = [orjson.dumps(_gateway_with_prompt(prompt)).decode()] + [orjson.dumps(r).decode() for r in records(300)]
+    path = tmp_path / "PT1H.json"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > pipeline.WHOLE_FILE_LIMIT
+
+    store = Store(tmp_path / "s.duckdb")
+    summary = ingest_files(store, [path], workers=0)
+
+    assert summary.records == 301 and store.count("logs") == 301 and summary.result.dead_lettered == 0
+    stored = store.cursor().execute(
+        "SELECT \"azure.open_ai.properties.backend_request_body.messages\"->>'$[0].content' FROM logs "
+        "WHERE \"azure.open_ai.properties.backend_request_body.messages\" IS NOT NULL AND "
+        "length(\"event.original\") > 50000").fetchall()
+    assert stored == [(prompt,)]
+
+
+_LONG = orjson.dumps({"category": "Audit", "note": "x" * 100_000})
+
+
+@pytest.mark.parametrize("data, ndjson", [
+    (_LONG + b"\n" + _LONG + b"\n", True),
+    (b"\xef\xbb\xbf\n \n\r\n" + _LONG + b"\n{}\n", True),  # a byte-order mark and blank lines first
+    (b'{"a": 1}\n{"b": 2}\n', True),
+    (_LONG, False),  # one JSON document on one line, no newline
+    (b"[" + _LONG + b"]\n", False),  # an array of records
+    (b'{"records": [\n' + _LONG + b"\n]}\n", False),  # a document over several lines
+    (b"", False),
+], ids=["long first line", "bom and blank lines", "short lines", "one document", "array", "pretty document", "empty"])
+def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, data: bytes, ndjson: bool):
+    for name, content in (("plain", data), ("packed.gz", gzip.compress(data))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pipeline._open(path) as stream:
+            assert pipeline._looks_like_ndjson(stream) is ndjson, name
+            assert stream.read() == data, name
