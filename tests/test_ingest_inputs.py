@@ -66,3 +66,60 @@ def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, data: 
         with pipeline._open(path) as stream:
             assert pipeline._looks_like_ndjson(stream) is ndjson, name
             assert stream.read() == data, name
+
+
+def _stored(store: Store) -> dict[str, list]:
+    stamps = {"logs": "event.ingested", "metrics": "event.ingested", "dead_letters": "received_at"}
+    return {table: store.cursor().execute(f'SELECT * EXCLUDE ("{stamp}") FROM {table} ORDER BY id').fetchall()
+            for table, stamp in stamps.items()}
+
+
+def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path: Path, monkeypatch):
+    """Event Hub envelopes one per line, `{"records": [...]}` documents and arrays of records (older archives,
+    saved messages): their records take the fast path, small documents several to a task in the worker
+    processes, and the store gets what the record-by-record decoder stores (read_batches), dead letters naming
+    their file and line; envelopes that are not clean, and repairs, still go through the decoder."""
+    from tests.core_helpers import FIXTURES
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)
+    dumps = lambda value: orjson.dumps(value).decode()  # noqa: E731
+    recs = list(records(700, seed=7))
+    files = []
+
+    def add(name: str, text: str) -> None:
+        files.append(tmp_path / name)
+        files[-1].write_text(text)
+
+    lines = [dumps({"records": recs[i:i + 25]}) for i in range(0, 300, 25)]
+    lines[3:3] = [dumps({"records": [recs[300], 5]}), "{broken", dumps(recs[301:303]), dumps(recs[303])]
+    add("hub-messages.ndjson", "\n".join(lines) + "\n")
+    add("PT1H-a.json", dumps({"records": recs[310:360]}))
+    add("PT1H-b.json", orjson.dumps(recs[360:390], option=orjson.OPT_INDENT_2).decode())  # an array, over many lines
+    add("truncated.json", (FIXTURES / "truncated_envelope.json").read_text())
+    add("raw-newline.json", (FIXTURES / "raw_newline_envelope.json").read_text())
+    add("PT1H-big.json", dumps({"records": recs[400:700]}))  # larger than a block: decoded in the writer
+    assert files[-1].stat().st_size > pipeline.CHUNK_BYTES > files[1].stat().st_size
+
+    reference = Store(tmp_path / "reference.duckdb")
+    expected = 0
+    for path in files:
+        for batch in pipeline.read_batches(path):
+            reference.commit(batch.logs, batch.metrics, batch.rejects)
+            expected += batch.records
+    admitted = []
+    real_extract = pipeline.extract_parsed
+
+    def counting(parsed, texts=None):
+        fast, leftovers = real_extract(parsed, texts)
+        admitted.append(len(parsed) - len(leftovers))
+        return fast, leftovers
+
+    monkeypatch.setattr(pipeline, "extract_parsed", counting)
+    for workers in (0, 2):
+        store = Store(tmp_path / f"workers-{workers}.duckdb")
+        summary = ingest_files(store, files, workers=workers)
+        assert summary.records == expected and summary.files == len(files)
+        assert _stored(store) == _stored(reference), workers
+        dead = [source for source, in store.cursor().execute("SELECT source FROM dead_letters ORDER BY 1").fetchall()]
+        assert f"file:{files[0]}:4" in dead and f"file:{files[0]}:5" in dead  # the bad element, the broken line
+    assert sum(admitted) >= 0.8 * sum(r["category"] in ("RequestResponse", "Audit") for r in recs[:400])
