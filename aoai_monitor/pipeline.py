@@ -536,8 +536,8 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: boo
         summary.files += 1
         source = f"file:{path}"
         with _open(path) as stream:
-            packed = isinstance(stream.raw, gzip.GzipFile)
             if _looks_like_ndjson(stream):
+                packed = isinstance(stream.raw, gzip.GzipFile)
                 size = None if packed else path.stat().st_size
                 if pooled and not packed:
                     for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
@@ -548,10 +548,10 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: boo
                 for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
                     yield prepare_block, data, first_line, source
                 continue
-        size = _gzip_size(path) if packed else path.stat().st_size
+        size = input_size(path)
         if size <= CHUNK_BYTES:
             if on_bytes:
-                on_bytes(path.stat().st_size)
+                on_bytes(size)
             yield from small.add(prepare_documents, (str(path), source), size)
             continue
         yield from small.flush()
@@ -582,16 +582,6 @@ class _TaskBatch:
         if self.items:
             yield self.prepare, tuple(self.items)
             self.items, self.size = [], 0
-
-
-def _gzip_size(path: Path) -> int:
-    """A gzip file's uncompressed size, from its trailer (modulo 4 GiB, as gzip records it)."""
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end < 4:
-            return end
-        f.seek(end - 4)
-        return int.from_bytes(f.read(4), "little")
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -806,4 +796,18 @@ def _take_back(pending: deque) -> int | None:
 
 
 def total_bytes(files: list[Path]) -> int:
-    return sum(os.path.getsize(f) for f in files)
+    """The bytes an ingest of `files` reads, gzip files counted uncompressed (as the progress advances)."""
+    return sum(input_size(f) for f in files)
+
+
+def input_size(path: Path) -> int:
+    """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it)."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end < 4:
+            return end
+        f.seek(0)
+        if f.read(2) != b"\x1f\x8b":
+            return end
+        f.seek(end - 4)
+        return int.from_bytes(f.read(4), "little")

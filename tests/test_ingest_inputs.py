@@ -123,3 +123,17 @@ def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path
         dead = [source for source, in store.cursor().execute("SELECT source FROM dead_letters ORDER BY 1").fetchall()]
         assert f"file:{files[0]}:4" in dead and f"file:{files[0]}:5" in dead  # the bad element, the broken line
     assert sum(admitted) >= 0.8 * sum(r["category"] in ("RequestResponse", "Audit") for r in recs[:400])
+
+
+def test_gzip_files_count_uncompressed_in_the_progress_total(tmp_path: Path):
+    """The progress bar advances by the bytes read, uncompressed for gzip: its total counts them so too (it was
+    the files' sizes on disk, and a gzip ingest ran past 100 %)."""
+    data = "\n".join(orjson.dumps(r).decode() for r in records(500)).encode() + b"\n"
+    (tmp_path / "plain.ndjson").write_bytes(data)
+    (tmp_path / "packed.ndjson.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "tiny.gz").write_bytes(b"\x1f\x8b")  # no trailer: counted as it is
+    files = [tmp_path / "plain.ndjson", tmp_path / "packed.ndjson.gz"]
+    assert pipeline.total_bytes(files + [tmp_path / "tiny.gz"]) == 2 * len(data) + 2
+    advanced = []
+    ingest_files(Store(tmp_path / "s.duckdb"), files, on_bytes=advanced.append, workers=0)
+    assert sum(advanced) == pipeline.total_bytes(files)
