@@ -14,6 +14,7 @@ import io
 import multiprocessing
 import os
 import time
+import zlib
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -67,10 +68,67 @@ def expand_inputs(paths: list[str]) -> list[Path]:
 
 
 def _open(path: Path) -> io.BufferedReader:
+    """A file's bytes, decompressed when it is gzip (by its magic bytes, whatever its name)."""
     raw = open(path, "rb")
     if raw.peek(2)[:2] == b"\x1f\x8b":
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw))  # type: ignore[arg-type]
+        return io.BufferedReader(_GzipReader(raw))
     return raw
+
+
+class _GzipReader(io.RawIOBase):
+    """A gzip file's data that ends where it stops being readable (a truncated download, corrupt bytes) instead
+    of raising: the records before that point are ingested, and `error` says why it ended (gzip_dead_letter)."""
+
+    def __init__(self, file: io.BufferedReader):
+        self._file = file
+        self._gzip = gzip.GzipFile(fileobj=file)
+        self.error: str | None = None
+        self._end: int | None = None  # where the data stopped being readable
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        """One decompression step at a time: a step that fails loses what it decompressed, not the whole read."""
+        limit = min(len(buffer), 1 << 16)
+        if self._end is not None:  # read again after a seek back: up to where it ended before
+            limit = min(limit, self._end - self._gzip.tell())
+            if limit <= 0:
+                return 0
+        try:
+            data = self._gzip.read1(limit)
+        except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._end = self._gzip.tell()
+            return 0
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._gzip.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._gzip.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._gzip.close()
+            self._file.close()
+        super().close()
+
+
+def gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
+    """The dead letter of a gzip file whose data ended early (nothing when it was read whole)."""
+    error = getattr(stream.raw, "error", None)
+    if error is None:
+        return Normalized()
+    reason = (f"gzip data ended early, after {stream.tell():,} uncompressed bytes ({error}): the file is truncated or "
+              "corrupt; the records before that point were ingested. Fetch the file again and re-ingest it "
+              "(what is stored already is skipped).")
+    return Normalized(rejects=[(source, reason, "")], records=1)
 
 
 # The longest first line that still makes a file NDJSON: longer, the file is taken for one JSON document.
@@ -121,12 +179,14 @@ def iter_items(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
                     pending = 0
             if on_bytes and pending:
                 on_bytes(pending)
-            return
-        data = _read_whole(stream, path)
-        if on_bytes:
-            on_bytes(len(data))
-        for item in decode_payload(data):
-            yield item, 0
+        else:
+            data = _read_whole(stream, path)
+            if on_bytes:
+                on_bytes(len(data))
+            for item in decode_payload(data):
+                yield item, 0
+        for _, reason, raw in gzip_dead_letter(stream, str(path)).rejects:
+            yield Reject(raw, reason), 0
 
 
 def _read_whole(stream, path) -> bytes:
@@ -403,6 +463,7 @@ def prepare_documents(files: tuple[tuple[str, str], ...], spool: str | None = No
         for path, source in files:
             with _open(Path(path)) as stream:
                 data = _read_whole(stream, path)
+                others.extend(gzip_dead_letter(stream, source))
             inner = payload_records(data)
             if inner is None:
                 others.extend(normalize_payload(data, source))
@@ -537,7 +598,7 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: boo
         source = f"file:{path}"
         with _open(path) as stream:
             if _looks_like_ndjson(stream):
-                packed = isinstance(stream.raw, gzip.GzipFile)
+                packed = isinstance(stream.raw, _GzipReader)
                 size = None if packed else path.stat().st_size
                 if pooled and not packed:
                     for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
@@ -547,6 +608,9 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: boo
                 # no pool, or a gzip stream, which only this process can read
                 for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
                     yield prepare_block, data, first_line, source
+                dead = gzip_dead_letter(stream, source)
+                if dead.records:
+                    yield _chunk(dead)
                 continue
         size = input_size(path)
         if size <= CHUNK_BYTES:

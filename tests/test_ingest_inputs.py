@@ -137,3 +137,41 @@ def test_gzip_files_count_uncompressed_in_the_progress_total(tmp_path: Path):
     advanced = []
     ingest_files(Store(tmp_path / "s.duckdb"), files, on_bytes=advanced.append, workers=0)
     assert sum(advanced) == pipeline.total_bytes(files)
+
+
+def test_a_truncated_or_corrupt_gzip_file_keeps_what_it_could_read_and_is_dead_lettered(tmp_path: Path, monkeypatch):
+    """An interrupted download ends a gzip file early; a file can have gzip's magic bytes and garbage after them.
+    Neither stops the run any more (the decompressor's EOFError ended the whole ingest as click's bare "Aborted!"):
+    the records before the break are stored, the cut line is dead-lettered as usual, the file gets a dead letter
+    saying what to do, and the files after it are ingested."""
+    import zlib
+
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 50_000)
+    text = ("\n".join(orjson.dumps(r).decode() for r in records(2000, seed=9)) + "\n").encode()
+    packed = gzip.compress(text)
+    readable = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(packed[:len(packed) // 2])
+    whole_lines = readable.count(b"\n")
+    (tmp_path / "a-cut.ndjson.gz").write_bytes(packed[:len(packed) // 2])
+    (tmp_path / "b-garbage.json.gz").write_bytes(b"\x1f\x8b" + b"not gzip at all")
+    (tmp_path / "c-cut-envelope.json.gz").write_bytes(
+        gzip.compress(orjson.dumps({"records": list(records(40, seed=10))}))[:-30])
+    (tmp_path / "d-good.ndjson").write_text(orjson.dumps(next(records(1, seed=11))).decode() + "\n")
+    files = sorted(tmp_path.glob("*.*"))
+
+    for workers in (0, 2):
+        store = Store(tmp_path / f"w{workers}.duckdb")
+        summary = ingest_files(store, files, workers=workers)
+        cur = store.cursor()
+        sources = {f"file:{tmp_path / name}": name for name in ("a-cut.ndjson.gz", "b-garbage.json.gz",
+                                                                "c-cut-envelope.json.gz", "d-good.ndjson")}
+        stored = dict(cur.execute('SELECT "aoai.source", count(*) FROM logs GROUP BY 1').fetchall())
+        assert stored[f"file:{tmp_path / 'a-cut.ndjson.gz'}"] == whole_lines
+        assert stored[f"file:{tmp_path / 'd-good.ndjson'}"] == 1
+        ended = {sources[s] for s, in cur.execute(
+            "SELECT source FROM dead_letters WHERE reason LIKE 'gzip data ended early%Fetch the file again%'").fetchall()}
+        assert ended == {"a-cut.ndjson.gz", "b-garbage.json.gz", "c-cut-envelope.json.gz"}, workers
+        assert cur.execute("SELECT count(*) FROM dead_letters WHERE source = ?",
+                           [f"file:{tmp_path / 'a-cut.ndjson.gz'}:{whole_lines + 1}"]).fetchone()[0] == 1
+        again = ingest_files(store, files, workers=workers)  # nothing new, and nothing twice
+        assert again.records == summary.records and not again.result.stored.get("logs")
+        assert again.result.dead_lettered == 0
