@@ -50,8 +50,7 @@ def parse(files: tuple[str, ...]) -> None:
     FILES are Event Hub envelopes, JSON arrays, NDJSON or PT1H.json archives, optionally gzip; none or
     '-' reads stdin. Documents come out in input order, nested like Elastic's.
     """
-    from .normalize import RecordError, decode_payload, normalize_record
-    from .normalize.decode import Reject
+    from .normalize import decode_payload
     from .pipeline import iter_items
 
     out = sys.stdout.buffer
@@ -63,19 +62,30 @@ def parse(files: tuple[str, ...]) -> None:
             fail(f"{name}: no such file")
         else:
             source, items = f"file:{name}", iter_items(Path(name))
-        for item, line_no in items:
-            where = f"{source}:{line_no}" if line_no else source
-            if isinstance(item, Reject):
-                reason, raw = item.reason, item.raw
-            else:
-                try:
-                    _, doc = normalize_record(item.record, item.raw, source, item.repairs)
-                    out.write(orjson.dumps(_display(doc), default=str) + b"\n")
-                    continue
-                except Exception as exc:  # same rule as ingest: report, keep going
-                    reason, raw = (str(exc) if isinstance(exc, RecordError) else f"normalizer error: {exc}"), item.raw
-            err.write(orjson.dumps({"source": where, "reason": reason, "raw": raw}) + b"\n")
+        try:
+            _print_documents(items, source, out, err)
+        except (OSError, ValueError) as exc:  # unreadable, or a JSON document too large to read whole
+            fail(f"cannot read {name}: {exc}")
     out.flush()
+
+
+def _print_documents(items, source: str, out, err) -> None:
+    """parse's output for one input: a document per line on `out`, a reject per line on `err`."""
+    from .normalize import RecordError, normalize_record
+    from .normalize.decode import Reject
+
+    for item, line_no in items:
+        where = f"{source}:{line_no}" if line_no else source
+        if isinstance(item, Reject):
+            reason, raw = item.reason, item.raw
+        else:
+            try:
+                _, doc = normalize_record(item.record, item.raw, source, item.repairs)
+                out.write(orjson.dumps(_display(doc), default=str) + b"\n")
+                continue
+            except Exception as exc:  # same rule as ingest: report, keep going
+                reason, raw = (str(exc) if isinstance(exc, RecordError) else f"normalizer error: {exc}"), item.raw
+        err.write(orjson.dumps({"source": where, "reason": reason, "raw": raw}) + b"\n")
 
 
 def _display(doc: dict) -> dict:

@@ -126,7 +126,7 @@ def gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
     if error is None:
         return Normalized()
     reason = (f"gzip data ended early, after {stream.tell():,} uncompressed bytes ({error}): the file is truncated or "
-              "corrupt; the records before that point were ingested. Fetch the file again and re-ingest it "
+              "corrupt; the records before that point were kept. Fetch the file again and re-ingest it "
               "(what is stored already is skipped).")
     return Normalized(rejects=[(source, reason, "")], records=1)
 
@@ -461,9 +461,13 @@ def prepare_documents(files: tuple[tuple[str, str], ...], spool: str | None = No
     with _cycle_collector_off():
         records, texts, sources, others = [], [], [], Normalized()
         for path, source in files:
-            with _open(Path(path)) as stream:
-                data = _read_whole(stream, path)
-                others.extend(gzip_dead_letter(stream, source))
+            try:
+                with _open(Path(path)) as stream:
+                    data = _read_whole(stream, path)
+                    others.extend(gzip_dead_letter(stream, source))
+            except OSError as exc:  # gone, or unreadable, since it was listed
+                others.extend(unreadable_file(source, exc))
+                continue
             inner = payload_records(data)
             if inner is None:
                 others.extend(normalize_payload(data, source))
@@ -591,37 +595,51 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
 def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: bool) -> Iterator[tuple | PreparedChunk]:
     """Each file's work in order, as tasks (a prepare function and its arguments but the spool): the blocks of
     NDJSON files, read by the task when it runs in a worker (`pooled`), else here; small files, NDJSON or one
-    JSON document each, several to a task. A document larger than a block comes as its chunks, decoded here."""
+    JSON document each, several to a task. A document larger than a block comes as its chunks, decoded here. A
+    file that cannot be read is dead-lettered, and the run goes on."""
     small = _TaskBatch()
     for path in files:
         summary.files += 1
         source = f"file:{path}"
-        with _open(path) as stream:
-            if _looks_like_ndjson(stream):
-                packed = isinstance(stream.raw, _GzipReader)
-                size = None if packed else path.stat().st_size
-                if pooled and not packed:
-                    for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
-                        yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
-                    continue
-                yield from small.flush()
-                # no pool, or a gzip stream, which only this process can read
-                for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
-                    yield prepare_block, data, first_line, source
-                dead = gzip_dead_letter(stream, source)
-                if dead.records:
-                    yield _chunk(dead)
-                continue
-        size = input_size(path)
-        if size <= CHUNK_BYTES:
-            if on_bytes:
-                on_bytes(size)
-            yield from small.add(prepare_documents, (str(path), source), size)
-            continue
-        yield from small.flush()
-        for batch in read_batches(path, on_bytes=on_bytes):
-            yield _chunk(batch)
+        try:
+            yield from _tasks_of_file(path, source, on_bytes, pooled, small)
+        except (OSError, ValueError) as exc:
+            yield from small.flush()
+            yield _chunk(unreadable_file(source, exc))
     yield from small.flush()
+
+
+def _tasks_of_file(path: Path, source: str, on_bytes, pooled: bool, small: "_TaskBatch") -> Iterator[tuple | PreparedChunk]:
+    with _open(path) as stream:
+        if _looks_like_ndjson(stream):
+            packed = isinstance(stream.raw, _GzipReader)
+            size = None if packed else path.stat().st_size
+            if pooled and not packed:
+                for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
+                    yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
+                return
+            yield from small.flush()
+            # no pool, or a gzip stream, which only this process can read
+            for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
+                yield prepare_block, data, first_line, source
+            dead = gzip_dead_letter(stream, source)
+            if dead.records:
+                yield _chunk(dead)
+            return
+    size = input_size(path)
+    if size <= CHUNK_BYTES:
+        if on_bytes:
+            on_bytes(size)
+        yield from small.add(prepare_documents, (str(path), source), size)
+        return
+    yield from small.flush()
+    for batch in read_batches(path, on_bytes=on_bytes):
+        yield _chunk(batch)
+
+
+def unreadable_file(source: str, exc: Exception) -> Normalized:
+    """The dead letter of a file that could not be read (gone, no permission, a JSON document too large)."""
+    return Normalized(rejects=[(source, f"cannot read the file: {exc}", "")], records=1)
 
 
 class _TaskBatch:

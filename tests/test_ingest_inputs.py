@@ -175,3 +175,24 @@ def test_a_truncated_or_corrupt_gzip_file_keeps_what_it_could_read_and_is_dead_l
         again = ingest_files(store, files, workers=workers)  # nothing new, and nothing twice
         assert again.records == summary.records and not again.result.stored.get("logs")
         assert again.result.dead_lettered == 0
+
+
+def test_a_file_that_cannot_be_read_is_dead_lettered_and_the_run_goes_on(tmp_path: Path, monkeypatch):
+    """A listed file that is gone by the time it is read, and a JSON document too large to read whole, each get a
+    dead letter saying why (they stopped the whole ingest with a traceback); the other files are ingested."""
+    monkeypatch.setattr(pipeline, "WHOLE_FILE_LIMIT", 40_000)
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 20_000)
+    big = tmp_path / "a-big.json"
+    big.write_text(orjson.dumps({"records": list(records(60, seed=12))}).decode())
+    assert big.stat().st_size > pipeline.WHOLE_FILE_LIMIT
+    gone = tmp_path / "b-gone.ndjson"
+    good = tmp_path / "c-good.ndjson"
+    good.write_text("\n".join(orjson.dumps(r).decode() for r in records(30, seed=13)) + "\n")
+
+    store = Store(tmp_path / "s.duckdb")
+    summary = ingest_files(store, [big, gone, good], workers=0)
+
+    assert store.count("logs") == 30 and summary.result.dead_lettered == 2
+    reasons = dict(store.cursor().execute("SELECT source, reason FROM dead_letters").fetchall())
+    assert "split it into lines" in reasons[f"file:{big}"]
+    assert reasons[f"file:{gone}"].startswith("cannot read the file: [Errno 2]")
