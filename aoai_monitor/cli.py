@@ -111,8 +111,8 @@ def _display(doc: dict) -> dict:
               help="DuckDB's memory budget for the ingest (e.g. 512MB, 2GB). Raise it if the store reports it ran "
                    "out of memory; below 128MB a checkpoint of the wide logs table can fail.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Processes that parse and normalize blocks of large NDJSON files while this one stores them (and "
-                   "helps) [default: CPUs − 1; 0: this process alone].")
+              help="Processes that parse and normalize the input (blocks of large files, several small files at a "
+                   "time) while this one stores it (and helps) [default: CPUs − 1; 0: this process alone].")
 def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str,
            workers: int | None) -> None:
     """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
