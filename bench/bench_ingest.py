@@ -5,7 +5,8 @@
 (a) floor: orjson.loads over the same lines (no normalization, no storage);
 (b) baseline: the straightforward path — per-record Python normalize, then batched row insert;
 (c) ours: `aoai-monitor ingest` as a separate process (whole process: start-up, reading, the fast path,
-    Python fallback, commit), with its peak RSS, alone and with its worker processes.
+    Python fallback, commit), with its peak RSS, alone and with its worker processes; with --files N, of the
+    same records split into N files in a storage-archive layout (resourceId=…/y=/m=/d=/h=/m=00/PT1H.json).
 (a) and (b) are timed before and after (c); the ratios divide by their means.
 """
 
@@ -142,27 +143,48 @@ def records_file(keep: str | None, records: int, prefix: str) -> tuple[Path, Pat
     return work, data
 
 
+def archive_dir(data: Path, files: int) -> Path:
+    """The records of `data` split into `files` PT1H.json files of about equal size, in hourly folders as
+    diagnostic settings archive them (made once, kept next to the data)."""
+    root = data.parent / f"archive-{files}"
+    if root.exists():
+        return root
+    with open(data, "rb") as f:
+        lines = f.readlines()
+    per = -(-len(lines) // files)
+    for i in range(files):
+        hour = root / "insights-logs-requestresponse" / f"y=2025/m=11/d={1 + i // 24:02d}/h={i % 24:02d}/m=00"
+        hour.mkdir(parents=True)
+        (hour / "PT1H.json").write_bytes(b"".join(lines[i * per:(i + 1) * per]))
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=200_000, help="records to generate (default 200k)")
     ap.add_argument("--baseline-records", type=int, default=100_000, help="records the slow baseline processes")
     ap.add_argument("--keep", help="directory to keep the generated file and stores in")
+    ap.add_argument("--files", type=int, default=1,
+                    help="ingest the records as this many PT1H.json files of a storage-archive directory (default 1: "
+                         "the one NDJSON file)")
     args = ap.parse_args()
     work, data = records_file(args.keep, args.records, "aoai-bench-")
+    target = data if args.files <= 1 else archive_dir(data, args.files)
     size_mb = data.stat().st_size / 1e6
     # The floor and the baseline are timed before and after ours: this machine's speed drifts by up to 2x within
     # minutes, and the ratios use the mean of the two (both are printed, so a drift shows).
     before = floor(data)
     limit = min(args.baseline_records, args.records)
     base_before = baseline(data, work / "baseline.duckdb", limit)
-    rate, rss, rss_total, spool = ours(data, work / "ours.duckdb", args.records)
+    rate, rss, rss_total, spool = ours(target, work / "ours.duckdb", args.records)
     for p in work.glob("baseline.duckdb*"):
         os.remove(p)
     base_after = baseline(data, work / "baseline.duckdb", limit)
     after = floor(data)
     fl = (before + after) / 2
     base = (base_before + base_after) / 2
-    print(f"records: {args.records:,} ({size_mb:,.0f} MB, {size_mb * 1e6 / args.records:,.0f} B/record), cores: {os.cpu_count()}")
+    print(f"records: {args.records:,} ({size_mb:,.0f} MB, {size_mb * 1e6 / args.records:,.0f} B/record"
+          f"{f', in {args.files:,} files' if args.files > 1 else ''}), cores: {os.cpu_count()}")
     print(f"(a) orjson floor:        {fl:>12,.0f} records/s  (before {before:,.0f}, after {after:,.0f})")
     print(f"(b) baseline (Python):   {base:>12,.0f} records/s  = {base / fl:6.1%} of floor  (before {base_before:,.0f}, after {base_after:,.0f})")
     print(f"(c) aoai-monitor ingest: {rate:>12,.0f} records/s  = {rate / fl:6.1%} of floor, {rate / base:4.1f}x baseline, "
