@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -37,9 +39,9 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @main.command()
@@ -152,9 +154,25 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
             committed[0] = summary.records
             progress.update(task, records=summary.records)
 
+        stopping = threading.Event()
+
+        def on_interrupt(signum, frame) -> None:
+            if stopping.is_set():  # a second Ctrl-C: stop now (the transaction in progress rolls back)
+                raise KeyboardInterrupt
+            stopping.set()
+            click.echo("stopping after the transaction in progress (Ctrl-C again to stop at once)…", err=True)
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             summary = ingest_files(store, files, on_bytes=lambda n: progress.advance(task, n), on_batch=on_batch,
-                                   workers=workers)
+                                   workers=workers, stop=stopping.is_set)
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            # A second Ctrl-C: KeyboardInterrupt, or DuckDB's RuntimeError("Query interrupted") when it came
+            # during a statement (the transaction rolls back).
+            if isinstance(exc, RuntimeError) and "interrupted" not in str(exc):
+                raise
+            fail(f"interrupted after at least {committed[0]:,} records were committed; run the same command again to "
+                 "go on (what is stored already is skipped as duplicates)", code=130)
         except duckdb.Error as exc:
             # Every commit before the failure stands, and re-running skips those records as duplicates.
             # Anything but a plain out-of-memory error (a full disk, an unwritable file, a checkpoint that
@@ -164,6 +182,11 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
                     else f"check the disk has space and the store file is writable, or raise --memory-limit (now {memory_limit})")
             fail(f"the store stopped the ingest after {committed[0]:,} records were committed: {_first_line(exc)}\n"
                  f"  {hint}, then run the same command again: committed records are skipped as duplicates.")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if summary.stopped:
+            fail(f"interrupted after {summary.records:,} records were committed; run the same command again to go on "
+                 "(what is stored already is skipped as duplicates)", code=130)
         removed = store.prune(retention) if retention else None
     rate = summary.records / summary.seconds if summary.seconds else 0
     click.echo(f"{summary.files} file(s), {summary.records:,} records read: "

@@ -13,6 +13,7 @@ import gzip
 import io
 import multiprocessing
 import os
+import signal
 import time
 import zlib
 from collections import deque
@@ -43,6 +44,7 @@ class IngestSummary:
     result: CommitResult = field(default_factory=CommitResult)
     files: int = 0
     seconds: float = 0.0
+    stopped: bool = False  # by ingest_files' `stop`, before the input's end
 
     @property
     def stored(self) -> int:
@@ -549,9 +551,11 @@ def _trim_heap() -> None:
 
 
 def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None] | None = None,
-                 on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None) -> IngestSummary:
+                 on_batch: Callable[[IngestSummary], None] | None = None, workers: int | None = None,
+                 stop: Callable[[], bool] | None = None) -> IngestSummary:
     """Ingest files; NDJSON chunks are prepared by `workers` processes (default: one per CPU but this one's, so
     none on one CPU) while this one commits them in order, and by this one too while the next chunk is not ready.
+    When `stop()` turns true, the ingest ends after the transaction it is in (summary.stopped).
 
     The store is reopened along the way (Store.reopen): hold no cursors of it meanwhile.
 
@@ -564,10 +568,10 @@ def ingest_files(store: Store, files: list[Path], on_bytes: Callable[[int], None
     pools: list[ProcessPoolExecutor] = []
     spools: list[Spool] = []
     try:
-        _ingest_chunks(store, _file_chunks(files, summary, on_bytes, workers, pools, spools), summary, on_batch)
+        _ingest_chunks(store, _file_chunks(files, summary, on_bytes, workers, pools, spools), summary, on_batch, stop)
     finally:
         for pool in pools:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
             gc.unfreeze()
         for spool in spools:
             spool.close()
@@ -672,7 +676,14 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     finalizers of objects that are not its own: a DuckDB connection open here, finalized in a worker, crashed
     it. Freezing also keeps the collector from touching, and so copying, the pages the children share."""
     gc.freeze()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_keep_block_buffers)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
+
+
+def _start_worker() -> None:
+    """In a worker process: Ctrl-C is the writer's to act on (it stops after the transaction it is in, then
+    ends the pool), not each worker's to die of mid-task; and _keep_block_buffers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _keep_block_buffers()
 
 
 def _keep_block_buffers() -> None:
@@ -688,13 +699,17 @@ def _keep_block_buffers() -> None:
     _glibc("mallopt", M_MMAP_THRESHOLD, 8 << 20) and _glibc("mallopt", M_TRIM_THRESHOLD, 16 << 20)
 
 
-def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch) -> None:
+def _ingest_chunks(store: Store, prepared_chunks: Iterable[PreparedChunk], summary: IngestSummary, on_batch,
+                   stop: Callable[[], bool] | None = None) -> None:
     """Insert chunks as they come (memory holds a few, not a transaction's worth), committing whenever a table
     gained a whole row group of new rows (ROW_GROUP_ROWS): a chunk that crosses the boundary is split there."""
     chunks = iter(prepared_chunks)
     chunk = next(chunks, None)
     since_reopen = 0
     while chunk is not None:
+        if stop is not None and stop():
+            summary.stopped = True
+            return
         if since_reopen >= REOPEN_RECORDS:
             store.reopen()
             since_reopen = 0

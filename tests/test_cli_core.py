@@ -126,3 +126,47 @@ def test_summary_prints_the_store_overview(tmp_path: Path):
     run("ingest", str(FIXTURES), "--store", store)
     out = run("summary", "--store", store).stdout.decode()
     assert "Documents by category" in out and "GatewayLlmLogs" in out and "Dead letters" in out
+
+
+def test_ctrl_c_stops_an_ingest_after_the_transaction_in_progress(tmp_path: Path, monkeypatch):
+    """Ctrl-C during a long ingest: the transaction in progress commits, the ingest stops there, and the user is
+    told how many records are stored and to run the same command again (it was click's bare "Aborted!", or
+    DuckDB's "Query interrupted" traceback). The workers ignore it: they are the writer's to end."""
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from aoai_monitor import pipeline
+    from aoai_monitor.cli import main
+    from aoai_monitor.store import Store
+    from aoai_monitor.store.duckdb_store import ROW_GROUP_ROWS
+
+    sys.path.insert(0, str(ROOT))
+    from bench.gen_records import write
+
+    data = tmp_path / "records.ndjson"
+    with open(data, "wb") as f:
+        write(3 * ROW_GROUP_ROWS, f)
+    real_insert = pipeline.HeldDocuments.insert_chunk
+    inserted = []
+
+    def interrupting_in_the_second_transaction(held, chunk) -> None:
+        real_insert(held, chunk)
+        inserted.append(held.tx)
+        if len({id(tx) for tx in inserted}) == 2 and inserted.count(held.tx) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pipeline.HeldDocuments, "insert_chunk", interrupting_in_the_second_transaction)
+    store = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(main, ["ingest", str(data), "--store", str(store), "--workers", "1"])
+
+    assert result.exit_code == 130, result.output
+    assert "stopping after the transaction in progress" in result.output
+    assert f"interrupted after {2 * ROW_GROUP_ROWS:,} records were committed; run the same command again" in result.output
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    with Store(store, read_only=True) as stored:
+        assert stored.count("logs") == 2 * ROW_GROUP_ROWS
+    monkeypatch.setattr(pipeline.HeldDocuments, "insert_chunk", real_insert)
+    again = CliRunner().invoke(main, ["ingest", str(data), "--store", str(store), "--workers", "1"])
+    assert again.exit_code == 0 and f"{2 * ROW_GROUP_ROWS:,} duplicates skipped" in again.output
