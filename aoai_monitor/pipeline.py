@@ -79,7 +79,7 @@ def _open(path: Path) -> io.BufferedReader:
 
 class _GzipReader(io.RawIOBase):
     """A gzip file's data that ends where it stops being readable (a truncated download, corrupt bytes) instead
-    of raising: the records before that point are ingested, and `error` says why it ended (gzip_dead_letter)."""
+    of raising: the records before that point are ingested, and `error` says why it ended (_gzip_dead_letter)."""
 
     def __init__(self, file: io.BufferedReader):
         self._file = file
@@ -122,7 +122,7 @@ class _GzipReader(io.RawIOBase):
         super().close()
 
 
-def gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
+def _gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
     """The dead letter of a gzip file whose data ended early (nothing when it was read whole)."""
     error = getattr(stream.raw, "error", None)
     if error is None:
@@ -187,7 +187,7 @@ def iter_items(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
                 on_bytes(len(data))
             for item in decode_payload(data):
                 yield item, 0
-        for _, reason, raw in gzip_dead_letter(stream, str(path)).rejects:
+        for _, reason, raw in _gzip_dead_letter(stream, str(path)).rejects:
             yield Reject(raw, reason), 0
 
 
@@ -284,9 +284,15 @@ def prepare_lines(lines: list[str], source: str | list[str], line_numbers: list[
     records = parse_lines(lines)
     if any(r.__class__ is list or (r.__class__ is dict and "records" in r) for r in records):
         records, lines, source, line_numbers = _expand_envelopes(records, lines, source, line_numbers)
-    fast, leftovers = extract_parsed(records, lines)
-    return _prepared(fast, leftovers, lambda i: decode_parsed_line(records[i], lines[i]),
-                     len(lines), source, line_numbers, ingested_ms)
+    return _prepare_parsed(records, lines, source, line_numbers, ingested_ms)
+
+
+def _prepare_parsed(records: list, texts: list[str], source: str | list[str], positions: list[int] | None,
+                    ingested_ms: int | None = None, batch: Normalized | None = None) -> PreparedChunk:
+    """prepare_lines once the lines are parsed (`records`, each with its JSON text)."""
+    fast, leftovers = extract_parsed(records, texts)
+    return _prepared(fast, leftovers, lambda i: decode_parsed_line(records[i], texts[i]),
+                     len(records), source, positions, ingested_ms, batch)
 
 
 def _expand_envelopes(records: list, lines: list[str], source: str | list[str], positions: list[int] | None):
@@ -295,7 +301,7 @@ def _expand_envelopes(records: list, lines: list[str], source: str | list[str], 
     position. A record's text is its serialization, as the envelope's expansion in the decoder gives it."""
     out_records, texts, sources, out_positions = [], [], [], []
     for i, (record, line) in enumerate(zip(records, lines)):
-        inner = envelope_records(record) if record.__class__ is list or record.__class__ is dict else None
+        inner = _envelope_records(record) if record.__class__ is list or record.__class__ is dict else None
         if inner is None:
             out_records.append(record)
             texts.append(line)
@@ -379,10 +385,10 @@ def payload_records(payload: bytes) -> list[dict] | None:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    return envelope_records(value)
+    return _envelope_records(value)
 
 
-def envelope_records(value) -> list[dict] | None:
+def _envelope_records(value) -> list[dict] | None:
     """The records of a parsed clean envelope (`{"records": [...]}` or an array of records, none of them an
     envelope itself); None for anything else."""
     if isinstance(value, dict) and isinstance(value.get("records"), list):
@@ -466,9 +472,9 @@ def prepare_documents(files: tuple[tuple[str, str], ...], spool: str | None = No
             try:
                 with _open(Path(path)) as stream:
                     data = _read_whole(stream, path)
-                    others.extend(gzip_dead_letter(stream, source))
+                    others.extend(_gzip_dead_letter(stream, source))
             except OSError as exc:  # gone, or unreadable, since it was listed
-                others.extend(unreadable_file(source, exc))
+                others.extend(_unreadable_file(source, exc))
                 continue
             inner = payload_records(data)
             if inner is None:
@@ -477,9 +483,7 @@ def prepare_documents(files: tuple[tuple[str, str], ...], spool: str | None = No
             records += inner
             texts += [orjson.dumps(r).decode() for r in inner]
             sources += [source] * len(inner)
-        fast, leftovers = extract_parsed(records, texts)
-        prepared = _prepared(fast, leftovers, lambda i: decode_parsed_line(records[i], texts[i]), len(records),
-                             sources, None, None, others)
+        prepared = _prepare_parsed(records, texts, sources, None, batch=others)
         return prepared.to_spool(spool) if spool else prepared
 
 
@@ -609,11 +613,12 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: boo
             yield from _tasks_of_file(path, source, on_bytes, pooled, small)
         except (OSError, ValueError) as exc:
             yield from small.flush()
-            yield _chunk(unreadable_file(source, exc))
+            yield _chunk(_unreadable_file(source, exc))
     yield from small.flush()
 
 
 def _tasks_of_file(path: Path, source: str, on_bytes, pooled: bool, small: "_TaskBatch") -> Iterator[tuple | PreparedChunk]:
+    """_file_tasks for one file; small work goes into `small`, to share a task with the next files'."""
     with _open(path) as stream:
         if _looks_like_ndjson(stream):
             packed = isinstance(stream.raw, _GzipReader)
@@ -626,11 +631,11 @@ def _tasks_of_file(path: Path, source: str, on_bytes, pooled: bool, small: "_Tas
             # no pool, or a gzip stream, which only this process can read
             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
                 yield prepare_block, data, first_line, source
-            dead = gzip_dead_letter(stream, source)
+            dead = _gzip_dead_letter(stream, source)
             if dead.records:
                 yield _chunk(dead)
             return
-    size = input_size(path)
+    size = _input_size(path)
     if size <= CHUNK_BYTES:
         if on_bytes:
             on_bytes(size)
@@ -641,7 +646,7 @@ def _tasks_of_file(path: Path, source: str, on_bytes, pooled: bool, small: "_Tas
         yield _chunk(batch)
 
 
-def unreadable_file(source: str, exc: Exception) -> Normalized:
+def _unreadable_file(source: str, exc: Exception) -> Normalized:
     """The dead letter of a file that could not be read (gone, no permission, a JSON document too large)."""
     return Normalized(rejects=[(source, f"cannot read the file: {exc}", "")], records=1)
 
@@ -894,10 +899,10 @@ def _take_back(pending: deque) -> int | None:
 
 def total_bytes(files: list[Path]) -> int:
     """The bytes an ingest of `files` reads, gzip files counted uncompressed (as the progress advances)."""
-    return sum(input_size(f) for f in files)
+    return sum(_input_size(f) for f in files)
 
 
-def input_size(path: Path) -> int:
+def _input_size(path: Path) -> int:
     """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it)."""
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
