@@ -22,3 +22,11 @@ def sample(rel: str) -> bytes:
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+def stored_rows(store) -> dict[str, list]:
+    """Every row of the logs, metrics and dead_letters tables by id, without the time each was stored: what two
+    ingests of the same input must agree on."""
+    stamps = {"logs": "event.ingested", "metrics": "event.ingested", "dead_letters": "received_at"}
+    return {table: store.cursor().execute(f'SELECT * EXCLUDE ("{stamp}") FROM {table} ORDER BY id').fetchall()
+            for table, stamp in stamps.items()}

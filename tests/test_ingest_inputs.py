@@ -13,7 +13,7 @@ import pytest
 from aoai_monitor import pipeline
 from aoai_monitor.pipeline import ingest_files
 from aoai_monitor.store import Store
-from tests.core_helpers import ROOT
+from tests.core_helpers import FIXTURES, ROOT, stored_rows
 
 sys.path.insert(0, str(ROOT))
 from bench.gen_records import records  # noqa: E402
@@ -68,19 +68,11 @@ def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, data: 
             assert stream.read() == data, name
 
 
-def _stored(store: Store) -> dict[str, list]:
-    stamps = {"logs": "event.ingested", "metrics": "event.ingested", "dead_letters": "received_at"}
-    return {table: store.cursor().execute(f'SELECT * EXCLUDE ("{stamp}") FROM {table} ORDER BY id').fetchall()
-            for table, stamp in stamps.items()}
-
-
 def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path: Path, monkeypatch):
     """Event Hub envelopes one per line, `{"records": [...]}` documents and arrays of records (older archives,
     saved messages): their records take the fast path, small documents several to a task in the worker
     processes, and the store gets what the record-by-record decoder stores (read_batches), dead letters naming
     their file and line; envelopes that are not clean, and repairs, still go through the decoder."""
-    from tests.core_helpers import FIXTURES
-
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)
     dumps = lambda value: orjson.dumps(value).decode()  # noqa: E731
     recs = list(records(700, seed=7))
@@ -119,7 +111,7 @@ def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path
         store = Store(tmp_path / f"workers-{workers}.duckdb")
         summary = ingest_files(store, files, workers=workers)
         assert summary.records == expected and summary.files == len(files)
-        assert _stored(store) == _stored(reference), workers
+        assert stored_rows(store) == stored_rows(reference), workers
         dead = [source for source, in store.cursor().execute("SELECT source FROM dead_letters ORDER BY 1").fetchall()]
         assert f"file:{files[0]}:4" in dead and f"file:{files[0]}:5" in dead  # the bad element, the broken line
     assert sum(admitted) >= 0.8 * sum(r["category"] in ("RequestResponse", "Audit") for r in recs[:400])

@@ -16,7 +16,7 @@ import pytest
 from aoai_monitor import pipeline, spool
 from aoai_monitor.pipeline import PreparedChunk, ingest_files, prepare_block
 from aoai_monitor.store import Store
-from tests.core_helpers import ROOT
+from tests.core_helpers import FIXTURES, ROOT, stored_rows
 
 sys.path.insert(0, str(ROOT))
 from bench.gen_records import records  # noqa: E402
@@ -80,12 +80,6 @@ def test_spools_of_killed_processes_are_swept_and_live_ones_kept():
                 directory.rmdir()
 
 
-def _stored(store: Store) -> dict[str, list]:
-    stamps = {"logs": "event.ingested", "metrics": "event.ingested", "dead_letters": "received_at"}
-    return {table: store.cursor().execute(f'SELECT * EXCLUDE ("{stamp}") FROM {table} ORDER BY id').fetchall()
-            for table, stamp in stamps.items()}
-
-
 @pytest.mark.parametrize("shared_memory", [True, False], ids=["spool", "pipe"])
 def test_worker_ingest_stores_what_one_process_stores(tmp_path: Path, monkeypatch, shared_memory: bool):
     lines = [orjson.dumps(r).decode() for r in records(2500, seed=11)]  # with gateway logs: off the fast path
@@ -116,7 +110,7 @@ def test_worker_ingest_stores_what_one_process_stores(tmp_path: Path, monkeypatc
     assert bool(seen_spools) == shared_memory
     assert not list(spool.SHARED_MEMORY.glob(mine + "*"))  # removed when the ingest ends
     assert summary.records == len(lines) and summary.result.dead_lettered == 2
-    assert _stored(store) == _stored(reference)
+    assert stored_rows(store) == stored_rows(reference)
     assert store.count("metrics") == 40 and store.count("logs") == 2500
 
 
@@ -235,7 +229,7 @@ def test_the_writer_prepares_blocks_itself_while_the_next_is_not_ready(tmp_path:
     summary = ingest_files(store, [path], workers=1)
     assert len(here) >= 5, here  # most blocks: the worker sleeps 0.3 s on each
     assert summary.records == 1500 and summary.result.dead_lettered == 1
-    assert _stored(store) == _stored(reference)
+    assert stored_rows(store) == stored_rows(reference)
     assert store.cursor().execute("SELECT source FROM dead_letters").fetchall() == [(f"file:{path}:901",)]
 
 
@@ -256,8 +250,6 @@ def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_
     array) and a gzip file keep their places."""
     import gzip
     import shutil
-
-    from tests.core_helpers import FIXTURES
 
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 40_000)
     inputs = tmp_path / "archive"
@@ -286,5 +278,5 @@ def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_
     tasks = [mark.name.split("+") for mark in tmp_path.glob("h=*")]  # the workers' (the writer helps too)
     assert tasks and max(map(len, tasks)) >= 2, tasks
     assert summary.files == 14 and summary.records == 12 * 14 + 2 + 30 and summary.result.dead_lettered == 1
-    assert _stored(store) == _stored(reference)
+    assert stored_rows(store) == stored_rows(reference)
     assert store.cursor().execute("SELECT source FROM dead_letters").fetchall() == [(f"file:{files[3]}:7",)]
