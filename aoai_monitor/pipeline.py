@@ -409,9 +409,10 @@ def _blocks(stream, on_bytes, keep_bytes: bool, size: int | None = None) -> Iter
     small files cost more than reading them.
 
     Only bytes cross to the worker processes: decoding and splitting happen there, off the writer's core. A plain
-    file's workers read their blocks themselves (prepare_ranges), so this process only finds where blocks end and
-    counts lines: reading the blocks here and piping them over cost it, the writer, ~2.5 µs per record (a fresh
-    6 MiB buffer for each read, its copies and the pipe) against ~0.6 µs.
+    file's blocks are read by the task that prepares them (prepare_ranges, in a worker but for the blocks the
+    writer takes back), so this process only finds where blocks end and counts lines: reading the blocks here and
+    piping them over cost it, the writer, ~2.5 µs per record (a fresh 6 MiB buffer for each read, its copies and
+    the pipe) against ~0.6 µs.
     """
     buf = bytearray(CHUNK_BYTES if size is None else min(CHUNK_BYTES, size + 1))
     offset = filled = 0
@@ -597,38 +598,38 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
         if created is not None:
             spools.append(created)
             spool = created.path
-    yield from _prepared_in_order(_file_tasks(files, summary, on_bytes, pool is not None), pool, workers, spool)
+    yield from _prepared_in_order(_file_tasks(files, summary, on_bytes), pool, workers, spool)
 
 
-def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes, pooled: bool) -> Iterator[tuple | PreparedChunk]:
+def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes) -> Iterator[tuple | PreparedChunk]:
     """Each file's work in order, as tasks (a prepare function and its arguments but the spool): the blocks of
-    NDJSON files, read by the task when it runs in a worker (`pooled`), else here; small files, NDJSON or one
-    JSON document each, several to a task. A document larger than a block comes as its chunks, decoded here. A
-    file that cannot be read is dead-lettered, and the run goes on."""
+    NDJSON files, which the task reads (a gzip file's, this process); small files, NDJSON or one JSON document
+    each, several to a task. A document larger than a block comes as its chunks, decoded here. A file that
+    cannot be read is dead-lettered, and the run goes on."""
     small = _TaskBatch()
     for path in files:
         summary.files += 1
         source = f"file:{path}"
         try:
-            yield from _tasks_of_file(path, source, on_bytes, pooled, small)
+            yield from _tasks_of_file(path, source, on_bytes, small)
         except (OSError, ValueError) as exc:
             yield from small.flush()
             yield _chunk(_unreadable_file(source, exc))
     yield from small.flush()
 
 
-def _tasks_of_file(path: Path, source: str, on_bytes, pooled: bool, small: "_TaskBatch") -> Iterator[tuple | PreparedChunk]:
+def _tasks_of_file(path: Path, source: str, on_bytes, small: "_TaskBatch") -> Iterator[tuple | PreparedChunk]:
     """_file_tasks for one file; small work goes into `small`, to share a task with the next files'."""
     with _open(path) as stream:
         if _looks_like_ndjson(stream):
             packed = isinstance(stream.raw, _GzipReader)
             size = None if packed else path.stat().st_size
-            if pooled and not packed:
+            if not packed:
                 for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
                     yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
                 return
             yield from small.flush()
-            # no pool, or a gzip stream, which only this process can read
+            # a gzip stream, which only this process can read
             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
                 yield prepare_block, data, first_line, source
             dead = _gzip_dead_letter(stream, source)

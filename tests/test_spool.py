@@ -245,7 +245,8 @@ def _marking_in_workers(ranges, spool_dir):
 
 def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_path: Path, monkeypatch):
     """Storage archives are many PT1H.json files, each smaller than a block. They go to the worker processes,
-    several files to a task (not file by file through this one alone, at half the speed), and the store gets
+    several files to a task (not file by file through this one alone, at half the speed; and several to a task
+    without workers too), and the store gets
     what one process stores: every dead letter names its own file and line, and a file in another form (a JSON
     array) and a gzip file keep their places."""
     import gzip
@@ -268,8 +269,16 @@ def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_
     packed.write_bytes(gzip.compress("\n".join(orjson.dumps(r).decode() for r in records(30, seed=99)).encode()))
     files.insert(9, packed)
 
+    alone: list[int] = []  # files per task of the reference, prepared by this process alone
+
+    def counting(ranges, spool_dir):
+        alone.append(len(ranges))
+        return _prepare_ranges(ranges, spool_dir)
+
+    monkeypatch.setattr(pipeline, "prepare_ranges", counting)
     reference = Store(tmp_path / "reference.duckdb")
     assert ingest_files(reference, files, workers=0).records == 12 * 14 + 2 + 30
+    assert max(alone) >= 2  # several small files to a task without workers too
     monkeypatch.setattr(pipeline, "prepare_ranges", _marking_in_workers)
     monkeypatch.setattr(sys.modules[__name__], "_MARKS", [tmp_path])
     store = Store(tmp_path / "workers.duckdb")
