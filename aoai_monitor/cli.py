@@ -156,6 +156,10 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
 
         stopping = threading.Event()
 
+        def interrupted(committed_records: str) -> None:
+            fail(f"interrupted after {committed_records} records were committed; run the same command again to go "
+                 "on (what is stored already is skipped as duplicates)", code=130)
+
         def on_interrupt(signum, frame) -> None:
             if stopping.is_set():  # a second Ctrl-C: stop now (the transaction in progress rolls back)
                 raise KeyboardInterrupt
@@ -171,8 +175,7 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
             # during a statement (the transaction rolls back).
             if isinstance(exc, RuntimeError) and "interrupted" not in str(exc):
                 raise
-            fail(f"interrupted after at least {committed[0]:,} records were committed; run the same command again to "
-                 "go on (what is stored already is skipped as duplicates)", code=130)
+            interrupted(f"at least {committed[0]:,}")
         except duckdb.Error as exc:
             # Every commit before the failure stands, and re-running skips those records as duplicates.
             # Anything but a plain out-of-memory error (a full disk, an unwritable file, a checkpoint that
@@ -185,8 +188,7 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
         finally:
             signal.signal(signal.SIGINT, previous)
         if summary.stopped:
-            fail(f"interrupted after {summary.records:,} records were committed; run the same command again to go on "
-                 "(what is stored already is skipped as duplicates)", code=130)
+            interrupted(f"{summary.records:,}")
         removed = store.prune(retention) if retention else None
     rate = summary.records / summary.seconds if summary.seconds else 0
     click.echo(f"{summary.files} file(s), {summary.records:,} records read: "

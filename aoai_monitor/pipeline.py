@@ -127,9 +127,13 @@ def _gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
     error = getattr(stream.raw, "error", None)
     if error is None:
         return Normalized()
-    reason = (f"gzip data ended early, after {stream.tell():,} uncompressed bytes ({error}): the file is truncated or "
-              "corrupt; the records before that point were kept. Fetch the file again and re-ingest it "
-              "(what is stored already is skipped).")
+    return _file_dead_letter(source, f"gzip data ended early, after {stream.tell():,} uncompressed bytes ({error}): "
+                             "the file is truncated or corrupt; the records before that point were kept. Fetch the "
+                             "file again and re-ingest it (what is stored already is skipped).")
+
+
+def _file_dead_letter(source: str, reason: str) -> Normalized:
+    """A dead letter for a file as a whole (no record's text to keep), counted as one record read."""
     return Normalized(rejects=[(source, reason, "")], records=1)
 
 
@@ -622,15 +626,14 @@ def _tasks_of_file(path: Path, source: str, on_bytes, small: "_TaskBatch") -> It
     """_file_tasks for one file; small work goes into `small`, to share a task with the next files'."""
     with _open(path) as stream:
         if _looks_like_ndjson(stream):
-            packed = isinstance(stream.raw, _GzipReader)
-            size = None if packed else path.stat().st_size
-            if not packed:
-                for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False, size=size):
+            if not isinstance(stream.raw, _GzipReader):
+                for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False,
+                                                             size=path.stat().st_size):
                     yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
                 return
             yield from small.flush()
             # a gzip stream, which only this process can read
-            for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True, size=size):
+            for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True):
                 yield prepare_block, data, first_line, source
             dead = _gzip_dead_letter(stream, source)
             if dead.records:
@@ -649,7 +652,7 @@ def _tasks_of_file(path: Path, source: str, on_bytes, small: "_TaskBatch") -> It
 
 def _unreadable_file(source: str, exc: Exception) -> Normalized:
     """The dead letter of a file that could not be read (gone, no permission, a JSON document too large)."""
-    return Normalized(rejects=[(source, f"cannot read the file: {exc}", "")], records=1)
+    return _file_dead_letter(source, f"cannot read the file: {exc}")
 
 
 class _TaskBatch:
@@ -677,7 +680,7 @@ class _TaskBatch:
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Forked processes for prepare_block, with this process's objects frozen out of their garbage collector
+    """Forked processes for the prepare tasks, with this process's objects frozen out of their garbage collector
     (until ingest_files unfreezes them) before any is forked. A child that collects what it inherited runs
     finalizers of objects that are not its own: a DuckDB connection open here, finalized in a worker, crashed
     it. Freezing also keeps the collector from touching, and so copying, the pages the children share."""

@@ -6,7 +6,7 @@
 (b) baseline: the straightforward path — per-record Python normalize, then batched row insert;
 (c) ours: `aoai-monitor ingest` as a separate process (whole process: start-up, reading, the fast path,
     Python fallback, commit), with its peak RSS, alone and with its worker processes; with --files N, of the
-    same records split into N files in a storage-archive layout (resourceId=…/y=/m=/d=/h=/m=00/PT1H.json).
+    same records split into N files in a storage-archive layout (insights-logs-…/y=/m=/d=/h=/m=00/PT1H.json).
 (a) and (b) are timed before and after (c); the ratios divide by their means.
 """
 
