@@ -52,18 +52,15 @@ def parse(files: tuple[str, ...]) -> None:
     FILES are Event Hub envelopes, JSON arrays, NDJSON or PT1H.json archives, optionally gzip; none or
     '-' reads stdin. Documents come out in input order, nested like Elastic's.
     """
-    from .normalize import decode_payload
-    from .pipeline import iter_items
+    from .pipeline import STDIN, iter_items, source_of
 
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     for name in files or ("-",):
-        if name == "-":
-            source, items = "stdin", ((item, 0) for item in decode_payload(sys.stdin.buffer.read()))
-        elif not Path(name).exists():
+        path = STDIN if name == "-" else Path(name)
+        if path is not STDIN and not path.exists():
             fail(f"{name}: no such file")
-        else:
-            source, items = f"file:{name}", iter_items(Path(name))
+        source, items = source_of(path), iter_items(path)
         try:
             _print_documents(items, source, out, err)
         except (OSError, ValueError) as exc:  # unreadable, or a JSON document too large to read whole
@@ -117,11 +114,16 @@ def _display(doc: dict) -> dict:
                    "time) while this one stores it (and helps) [default: CPUs − 1; 0: this process alone].")
 def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet: bool, memory_limit: str,
            workers: int | None) -> None:
-    """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing)."""
+    """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing).
+
+    PATHS are files (NDJSON, PT1H.json archives, Event Hub envelopes, JSON arrays, optionally gzip), directories
+    (walked for *.json, *.jsonl, *.ndjson, *.log, *.txt, *.gz), or '-' for standard input, e.g.
+    `zcat PT1H.json.gz | aoai-monitor ingest -`.
+    """
     import duckdb
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from .pipeline import expand_inputs, ingest_files, return_large_buffers_to_the_os, total_bytes
+    from .pipeline import INPUT_SUFFIXES, expand_inputs, ingest_files, return_large_buffers_to_the_os, total_bytes
 
     if retention:
         try:
@@ -133,7 +135,10 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     except FileNotFoundError as exc:
         fail(f"{exc}")
     if not files:
-        fail("no input files found (looked for *.json, *.jsonl, *.ndjson, *.log, *.gz)")
+        fail(f"no input files found (looked for {', '.join('*' + suffix for suffix in INPUT_SUFFIXES)})")
+    if "-" in paths and sys.stdin.isatty():
+        fail("'-' reads standard input, which is this terminal: pipe the records in, e.g. "
+             "`zcat PT1H.json.gz | aoai-monitor ingest -`")
     try:
         # A bounded DuckDB cache keeps a long ingest's memory flat (it writes through to the file).
         store = Store(store_path, memory_limit=memory_limit, threads=INGEST_DUCKDB_THREADS,

@@ -14,6 +14,7 @@ import io
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import zlib
 from collections import deque
@@ -55,12 +56,21 @@ class IngestSummary:
         return sum(self.result.duplicates.values())
 
 
+# The input "-": standard input, read to its end (a pipe or a redirect). Told apart by identity, so a file named
+# "-" can still be given as ./-.
+STDIN = Path("-")
+
+
 def expand_inputs(paths: list[str]) -> list[Path]:
-    """Files as given; directories walked recursively for log-like files (PT1H.json, *.jsonl, *.gz …)."""
+    """Files as given; directories walked recursively for log-like files (PT1H.json, *.jsonl, *.gz …); "-" is
+    standard input (STDIN)."""
     out = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
+        if p == "-":
+            if not any(f is STDIN for f in out):
+                out.append(STDIN)
+        elif path.is_dir():
             out += sorted(f for f in path.rglob("*") if f.is_file() and f.name.lower().endswith(INPUT_SUFFIXES))
         elif path.exists():
             out.append(path)
@@ -69,8 +79,15 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return out
 
 
+def source_of(path: Path) -> str:
+    """What documents and dead letters name as their source: the file, or standard input."""
+    return "stdin" if path is STDIN else f"file:{path}"
+
+
 def _open(path: Path) -> io.BufferedReader:
     """A file's bytes, decompressed when it is gzip (by its magic bytes, whatever its name)."""
+    if path is STDIN:
+        return _stdin()
     raw = open(path, "rb")
     if raw.peek(2)[:2] == b"\x1f\x8b":
         return io.BufferedReader(_GzipReader(raw))
@@ -122,6 +139,52 @@ class _GzipReader(io.RawIOBase):
         super().close()
 
 
+def _stdin() -> io.BufferedReader:
+    """Standard input's bytes, decompressed when it is gzip, with its first line read ahead: a pipe cannot seek
+    back, and _looks_like_ndjson must see that line whole (a peek shows it, the buffer being as large)."""
+    pipe = open(sys.stdin.fileno(), "rb", closefd=False)
+    stream = io.BufferedReader(_GzipReader(pipe)) if pipe.peek(2)[:2] == b"\x1f\x8b" else pipe
+    head = b""
+    while not head.strip(_BLANK) and (line := stream.readline(FIRST_LINE_LIMIT)):
+        head += line
+    return io.BufferedReader(_ReadAhead(head, stream), buffer_size=max(len(head), io.DEFAULT_BUFFER_SIZE))
+
+
+class _ReadAhead(io.RawIOBase):
+    """`head`, read from `rest` already, then the rest of `rest`."""
+
+    def __init__(self, head: bytes, rest: io.BufferedReader):
+        self._head = memoryview(head)
+        self._rest = rest
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if len(self._head):
+            read = min(len(buffer), len(self._head))
+            buffer[:read] = self._head[:read]
+            self._head = self._head[read:]
+        else:
+            read = self._rest.readinto(buffer)
+        self._position += read
+        return read
+
+    def tell(self) -> int:
+        return self._position
+
+    @property
+    def error(self) -> str | None:
+        """A gzip stream's reason for ending early (_gzip_dead_letter)."""
+        return getattr(self._rest.raw, "error", None)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._rest.close()
+        super().close()
+
+
 def _gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
     """The dead letter of a gzip file whose data ended early (nothing when it was read whole)."""
     error = getattr(stream.raw, "error", None)
@@ -139,6 +202,7 @@ def _file_dead_letter(source: str, reason: str) -> Normalized:
 
 # The longest first line that still makes a file NDJSON: longer, the file is taken for one JSON document.
 FIRST_LINE_LIMIT = 64 << 20
+_BLANK = b"\xef\xbb\xbf \t\r\n"  # what may come before the first line: a byte-order mark, white space
 
 
 def _looks_like_ndjson(stream: io.BufferedReader) -> bool:
@@ -147,19 +211,22 @@ def _looks_like_ndjson(stream: io.BufferedReader) -> bool:
     The first line is read whole, however long (a gateway log with its request and response bodies can be tens
     of kilobytes, more than a peek shows), and the stream is put back where it was.
     """
-    head = stream.peek(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = stream.peek(1 << 16).lstrip(_BLANK)
     if head and not head.startswith(b"{"):
         return False
     end = head.find(b"\n")
     if end >= 0:
         first = head[:end]
     else:  # the first line is longer than the peek (or the stream starts with blank lines)
-        start = stream.tell()
-        first = b""
-        while not first and (line := stream.readline(FIRST_LINE_LIMIT)):
-            if line.strip(b"\xef\xbb\xbf \t\r\n"):
-                first = line.lstrip(b"\xef\xbb\xbf \t\r")
-        stream.seek(start)
+        if stream.seekable():
+            start = stream.tell()
+            first = b""
+            while not first and (line := stream.readline(FIRST_LINE_LIMIT)):
+                if line.strip(_BLANK):
+                    first = line.lstrip(b"\xef\xbb\xbf \t\r")
+            stream.seek(start)
+        else:  # standard input: _stdin read its first line ahead, and the peek is all of it
+            first = head
         if not first.startswith(b"{") or not first.endswith(b"\n"):
             return False
     try:
@@ -171,28 +238,34 @@ def _looks_like_ndjson(stream: io.BufferedReader) -> bool:
 def iter_items(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[Decoded | Reject, int]]:
     """Decoded records (or rejects) of one file in input order, with their line number (0 when unknown)."""
     with _open(path) as stream:
-        if _looks_like_ndjson(stream):
-            line_no = 0
-            pending = 0
-            for line in stream:
-                line_no += 1
-                pending += len(line)
-                if line.strip():
-                    for item in decode_line(line):
-                        yield item, line_no
-                if on_bytes and pending > 1 << 20:
-                    on_bytes(pending)
-                    pending = 0
-            if on_bytes and pending:
+        yield from _stream_items(stream, path, on_bytes)
+
+
+def _stream_items(stream: io.BufferedReader, path: Path,
+                  on_bytes: Callable[[int], None] | None) -> Iterator[tuple[Decoded | Reject, int]]:
+    """iter_items of a file open already."""
+    if _looks_like_ndjson(stream):
+        line_no = 0
+        pending = 0
+        for line in stream:
+            line_no += 1
+            pending += len(line)
+            if line.strip():
+                for item in decode_line(line):
+                    yield item, line_no
+            if on_bytes and pending > 1 << 20:
                 on_bytes(pending)
-        else:
-            data = _read_whole(stream, path)
-            if on_bytes:
-                on_bytes(len(data))
-            for item in decode_payload(data):
-                yield item, 0
-        for _, reason, raw in _gzip_dead_letter(stream, str(path)).rejects:
-            yield Reject(raw, reason), 0
+                pending = 0
+        if on_bytes and pending:
+            on_bytes(pending)
+    else:
+        data = _read_whole(stream, path)
+        if on_bytes:
+            on_bytes(len(data))
+        for item in decode_payload(data):
+            yield item, 0
+    for _, reason, raw in _gzip_dead_letter(stream, str(path)).rejects:
+        yield Reject(raw, reason), 0
 
 
 def _read_whole(stream, path) -> bytes:
@@ -206,9 +279,14 @@ def _read_whole(stream, path) -> bytes:
 def read_batches(path: Path, source: str | None = None, batch_records: int = BATCH_RECORDS,
                  on_bytes: Callable[[int], None] | None = None) -> Iterator[Normalized]:
     """Normalized batches of one file, in input order, each at most `batch_records` records."""
-    source = source or f"file:{path}"
+    return _batches(iter_items(path, on_bytes), source or source_of(path), batch_records)
+
+
+def _batches(items: Iterable[tuple[Decoded | Reject, int]], source: str,
+             batch_records: int = BATCH_RECORDS) -> Iterator[Normalized]:
+    """read_batches of iter_items' items."""
     batch = Normalized()
-    for item, line_no in iter_items(path, on_bytes):
+    for item, line_no in items:
         if isinstance(item, Reject):
             # Rejects name their line so a user can find the record in the file.
             batch.records += 1
@@ -595,7 +673,8 @@ def _file_chunks(files: list[Path], summary: IngestSummary, on_bytes, workers: i
     the blocks of consecutive files in flight together: a directory of storage-archive PT1H.json files, each
     smaller than a block, keeps the workers as busy as one large file does."""
     pool = spool = None
-    if workers and total_bytes(files) > CHUNK_BYTES:
+    size = total_bytes(files)
+    if workers and (size is None or size > CHUNK_BYTES):  # standard input's size is unknown: as if large
         pool = _worker_pool(workers)
         pools.append(pool)
         created = Spool.create()
@@ -613,7 +692,7 @@ def _file_tasks(files: list[Path], summary: IngestSummary, on_bytes) -> Iterator
     small = _TaskBatch()
     for path in files:
         summary.files += 1
-        source = f"file:{path}"
+        source = source_of(path)
         try:
             yield from _tasks_of_file(path, source, on_bytes, small)
         except (OSError, ValueError) as exc:
@@ -626,28 +705,28 @@ def _tasks_of_file(path: Path, source: str, on_bytes, small: "_TaskBatch") -> It
     """_file_tasks for one file; small work goes into `small`, to share a task with the next files'."""
     with _open(path) as stream:
         if _looks_like_ndjson(stream):
-            if not isinstance(stream.raw, _GzipReader):
+            if path is not STDIN and not isinstance(stream.raw, _GzipReader):
                 for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False,
                                                              size=path.stat().st_size):
                     yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
                 return
             yield from small.flush()
-            # a gzip stream, which only this process can read
+            # a gzip stream or standard input, which only this process can read
             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True):
                 yield prepare_block, data, first_line, source
             dead = _gzip_dead_letter(stream, source)
             if dead.records:
                 yield _chunk(dead)
             return
-    size = _input_size(path)
-    if size <= CHUNK_BYTES:
-        if on_bytes:
-            on_bytes(size)
-        yield from small.add(prepare_documents, (str(path), source), size)
-        return
-    yield from small.flush()
-    for batch in read_batches(path, on_bytes=on_bytes):
-        yield _chunk(batch)
+        size = None if path is STDIN else _input_size(path)
+        if size is not None and size <= CHUNK_BYTES:
+            if on_bytes:
+                on_bytes(size)
+            yield from small.add(prepare_documents, (str(path), source), size)
+            return
+        yield from small.flush()
+        for batch in _batches(_stream_items(stream, path, on_bytes), source):
+            yield _chunk(batch)
 
 
 def _unreadable_file(source: str, exc: Exception) -> Normalized:
@@ -901,13 +980,24 @@ def _take_back(pending: deque) -> int | None:
     return None
 
 
-def total_bytes(files: list[Path]) -> int:
-    """The bytes an ingest of `files` reads, gzip files counted uncompressed (as the progress advances)."""
+def total_bytes(files: list[Path]) -> int | None:
+    """The bytes an ingest of `files` reads, gzip files counted uncompressed (as the progress advances); None
+    with standard input among them (its size is unknown until its end)."""
+    if any(f is STDIN for f in files):
+        return None
     return sum(_input_size(f) for f in files)
 
 
 def _input_size(path: Path) -> int:
-    """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it)."""
+    """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it); 0 for a
+    file that cannot be read (reading it dead-letters it)."""
+    try:
+        return _readable_size(path)
+    except OSError:
+        return 0
+
+
+def _readable_size(path: Path) -> int:
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
         if end < 4:

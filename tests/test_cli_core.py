@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from aoai_monitor.docs import fields_markdown
-from tests.core_helpers import FIXTURES, ROOT, sample
+from tests.core_helpers import FIXTURES, ROOT, fixture, sample
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -111,6 +111,50 @@ def test_query_on_missing_store_says_what_to_do(tmp_path: Path):
 def test_ingest_missing_path_fails_clearly(tmp_path: Path):
     proc = run("ingest", str(tmp_path / "missing.json"), "--store", str(tmp_path / "s.duckdb"))
     assert proc.returncode == 2 and b"no such file" in proc.stderr
+
+
+def test_ingest_reads_standard_input_from_a_pipe(tmp_path: Path):
+    """`zcat PT1H.json.gz | aoai-monitor ingest -`: a gzip or plain pipe stores what the file stores (it was
+    "-: no such file or directory"), named stdin; and the file then adds nothing."""
+    import gzip
+
+    data = fixture("ndjson_with_bad_lines.ndjson")
+    path = tmp_path / "PT1H.json"
+    path.write_bytes(data)
+    store = str(tmp_path / "s.duckdb")
+    for piped in (gzip.compress(data), data):
+        proc = run("ingest", "-", "--store", store, stdin=piped)
+        assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "1 file(s), 3 records read: 0 logs and 0 metrics stored, 1 duplicates skipped" in out, out
+    stored = run("query", 'SELECT "aoai.source", count(*) FROM logs GROUP BY 1', "--store", store, "--format", "csv")
+    assert stored.stdout.decode().splitlines()[1:] == ["stdin,1"]
+    dead = run("query", "SELECT source FROM dead_letters ORDER BY 1", "--store", store, "--format", "csv")
+    assert dead.stdout.decode().splitlines()[1:] == ["stdin:2", "stdin:3"]
+    again = run("ingest", str(path), "--store", store).stdout.decode()
+    assert " 0 logs and 0 metrics stored, 1 duplicates skipped" in again
+
+
+def test_ingest_from_a_terminal_says_to_pipe_the_records_in(tmp_path: Path):
+    """`aoai-monitor ingest -` typed at a prompt would wait for input the user never meant to type."""
+    import os
+    import pty
+
+    parent, child = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "aoai_monitor.cli", "ingest", "-", "--store",
+                               str(tmp_path / "s.duckdb")], stdin=child, capture_output=True, cwd=ROOT, timeout=60)
+    finally:
+        os.close(child)
+        os.close(parent)
+    assert proc.returncode == 2 and b"pipe the records in" in proc.stderr, proc.stderr
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_parse_names_the_line_of_a_reject_from_standard_input():
+    proc = run("parse", stdin=fixture("ndjson_with_bad_lines.ndjson"))
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+    assert [json.loads(line)["source"] for line in proc.stderr.splitlines()] == ["stdin:2", "stdin:3"]
 
 
 def test_fields_reference_is_generated_and_docs_are_in_sync():

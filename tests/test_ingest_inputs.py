@@ -59,13 +59,50 @@ _LONG = orjson.dumps({"category": "Audit", "note": "x" * 100_000})
     (b'{"records": [\n' + _LONG + b"\n]}\n", False),  # a document over several lines
     (b"", False),
 ], ids=["long first line", "bom and blank lines", "short lines", "one document", "array", "pretty document", "empty"])
-def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, data: bytes, ndjson: bool):
+def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, monkeypatch, data: bytes, ndjson: bool):
+    """The same for files and for standard input, which cannot seek back (its first line is read ahead)."""
     for name, content in (("plain", data), ("packed.gz", gzip.compress(data))):
         path = tmp_path / name
         path.write_bytes(content)
         with pipeline._open(path) as stream:
             assert pipeline._looks_like_ndjson(stream) is ndjson, name
             assert stream.read() == data, name
+        with open(path, "rb") as stdin:
+            monkeypatch.setattr(sys, "stdin", stdin)
+            with pipeline._open(pipeline.STDIN) as stream:
+                assert pipeline._looks_like_ndjson(stream) is ndjson, f"stdin {name}"
+                assert stream.read() == data, f"stdin {name}"
+
+
+def test_standard_input_stores_what_the_same_file_stores(tmp_path: Path, monkeypatch):
+    """`ingest -`: plain or gzip, with a first line longer than a peek, in blocks through the worker processes
+    or not; the records and dead letters of the file, named after stdin and their line."""
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)
+    lines = [orjson.dumps(_gateway_with_prompt("Summarize this contract. " * 2000)).decode()]
+    lines += [orjson.dumps(r).decode() for r in records(400)]
+    lines.insert(100, "{broken")
+    data = ("\n\n" + "\n".join(lines) + "\n").encode()
+    path = tmp_path / "PT1H.json"
+    path.write_bytes(data)
+    reference = Store(tmp_path / "file.duckdb")
+    ingest_files(reference, [path], workers=0)
+    logs = "SELECT id, \"event.original\" FROM logs ORDER BY id"
+    dead = "SELECT source, reason FROM dead_letters ORDER BY source"
+    assert reference.cursor().execute(dead).fetchall()[0][0] == f"file:{path}:103"
+
+    for name, content in (("plain", data), ("gzip", gzip.compress(data))):
+        piped = tmp_path / f"{name}.in"
+        piped.write_bytes(content)
+        for workers in (0, 2):
+            with open(piped, "rb") as stdin:
+                monkeypatch.setattr(sys, "stdin", stdin)
+                store = Store(tmp_path / f"{name}-{workers}.duckdb")
+                summary = ingest_files(store, pipeline.expand_inputs(["-", "-"]), workers=workers)
+            assert summary.records == 402 and summary.files == 1, (name, workers)
+            assert store.cursor().execute(logs).fetchall() == reference.cursor().execute(logs).fetchall()
+            assert store.cursor().execute('SELECT DISTINCT "aoai.source" FROM logs').fetchall() == [("stdin",)]
+            assert store.cursor().execute(dead).fetchall() == [
+                (source.replace(f"file:{path}", "stdin"), reason) for source, reason in reference.cursor().execute(dead).fetchall()]
 
 
 def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path: Path, monkeypatch):
@@ -169,9 +206,11 @@ def test_a_truncated_or_corrupt_gzip_file_keeps_what_it_could_read_and_is_dead_l
         assert again.result.dead_lettered == 0
 
 
-def test_a_file_that_cannot_be_read_is_dead_lettered_and_the_run_goes_on(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_that_cannot_be_read_is_dead_lettered_and_the_run_goes_on(tmp_path: Path, monkeypatch, workers: int):
     """A listed file that is gone by the time it is read, and a JSON document too large to read whole, each get a
-    dead letter saying why (they stopped the whole ingest with a traceback); the other files are ingested."""
+    dead letter saying why (they stopped the whole ingest with a traceback, and sizing the input for the worker
+    pool did); the other files are ingested."""
     monkeypatch.setattr(pipeline, "WHOLE_FILE_LIMIT", 40_000)
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 20_000)
     big = tmp_path / "a-big.json"
@@ -182,7 +221,7 @@ def test_a_file_that_cannot_be_read_is_dead_lettered_and_the_run_goes_on(tmp_pat
     good.write_text("\n".join(orjson.dumps(r).decode() for r in records(30, seed=13)) + "\n")
 
     store = Store(tmp_path / "s.duckdb")
-    summary = ingest_files(store, [big, gone, good], workers=0)
+    summary = ingest_files(store, [big, gone, good], workers=workers)
 
     assert store.count("logs") == 30 and summary.result.dead_lettered == 2
     reasons = dict(store.cursor().execute("SELECT source, reason FROM dead_letters").fetchall())
