@@ -151,6 +151,25 @@ def test_ingest_from_a_terminal_says_to_pipe_the_records_in(tmp_path: Path):
     assert not (tmp_path / "s.duckdb").exists()
 
 
+def test_ingest_into_a_store_the_ui_has_open_names_the_ui_and_what_to_do(tmp_path: Path):
+    """`aoai-monitor serve` keeps its store open, and DuckDB lets no process write a file another reads: the
+    ingest names the process in the way and what to do (it said another process had it "open for writing")."""
+    store = str(tmp_path / "s.duckdb")
+    assert run("ingest", str(FIXTURES / "bare_array.json"), "--store", store).returncode == 0
+    ui = subprocess.Popen([sys.executable, "-m", "aoai_monitor.cli", "serve", "--store", store, "--port", "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert b"aoai-monitor UI:" in ui.stdout.readline()
+        proc = run("ingest", str(FIXTURES / "bare_array.json"), "--store", store)
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+    message = proc.stderr.decode()
+    assert proc.returncode == 2, message
+    assert "is in use by `aoai-monitor serve --store " in message and f"(PID {ui.pid})" in message
+    assert "stop that UI" in message and "aoai-monitor run" in message
+
+
 def test_parse_names_the_line_of_a_reject_from_standard_input():
     proc = run("parse", stdin=fixture("ndjson_with_bad_lines.ndjson"))
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1

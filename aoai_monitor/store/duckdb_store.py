@@ -106,6 +106,35 @@ def _open_file(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _in_use(path: str, error: str) -> str:
+    """What to do about a store another process holds (DuckDB's lock error names its PID): while one process
+    writes a file no other may open it, and while any reads it none may write it."""
+    pid = re.search(r"\(PID (\d+)\)", error)
+    command = _aoai_monitor_command(int(pid.group(1))) if pid else None
+    holder = f"`{command}` (PID {pid.group(1)})" if command else f"another process (PID {pid.group(1)})" if pid \
+        else "another process"
+    if command and command.split()[1:2] == ["serve"]:
+        advice = ("stop that UI (Ctrl-C in its terminal) while this runs, and start it again after; or let "
+                  "`aoai-monitor run` collect and serve the UI in one process")
+    else:
+        advice = ("wait for it to finish, or stop it; `aoai-monitor query` and `status` ask a running "
+                  "`aoai-monitor run` or `aoai-monitor otlp` themselves")
+    return f"{path} is in use by {holder} (DuckDB lets one process write a store, and none read it meanwhile): {advice}."
+
+
+def _aoai_monitor_command(pid: int) -> str | None:
+    """`aoai-monitor SUBCOMMAND …` if that process runs one (Linux), else None."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for i, arg in enumerate(args):
+        if arg.endswith("aoai-monitor") or arg == "aoai_monitor.cli":
+            command = " ".join(["aoai-monitor", *filter(None, args[i + 1:])])
+            return command if len(command) <= 160 else command[:159] + "…"
+    return None
+
+
 class Store:
     """One writer per file (DuckDB's rule); any number of cursors in the same process may read meanwhile."""
 
@@ -139,10 +168,7 @@ class Store:
             con = _open_file(self.path, self.read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
-                raise StoreError(
-                    f"{self.path} is open for writing by another aoai-monitor process (DuckDB allows one writer). "
-                    "Stop it first; `aoai-monitor query` and `status` ask a running `aoai-monitor run` or "
-                    "`aoai-monitor otlp` themselves.") from exc
+                raise StoreError(_in_use(self.path, str(exc))) from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         except duckdb.ResourceInUseException as exc:
             raise StoreError(f"{self.path} is already open in this process: close that Store (or use its cursor()) "
