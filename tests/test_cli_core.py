@@ -170,6 +170,15 @@ def test_ingest_into_a_store_the_ui_has_open_names_the_ui_and_what_to_do(tmp_pat
     assert "stop that UI" in message and "aoai-monitor run" in message
 
 
+def test_a_store_path_that_cannot_be_a_store_says_what_to_pass(tmp_path: Path):
+    (tmp_path / "notes.duckdb").write_text("not a database")
+    for store, hint in ((tmp_path / "missing" / "s.duckdb", f"create the folder {tmp_path / 'missing'} first"),
+                        (tmp_path, f"--store takes a file, e.g. --store {tmp_path / 'aoai-monitor.duckdb'}"),
+                        (tmp_path / "notes.duckdb", "it is not a store")):
+        proc = run("ingest", str(FIXTURES / "bare_array.json"), "--store", str(store))
+        assert proc.returncode == 2 and hint in proc.stderr.decode(), proc.stderr
+
+
 def test_parse_names_the_line_of_a_reject_from_standard_input():
     proc = run("parse", stdin=fixture("ndjson_with_bad_lines.ndjson"))
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1

@@ -122,6 +122,18 @@ def _in_use(path: str, error: str) -> str:
     return f"{path} is in use by {holder} (DuckDB lets one process write a store, and none read it meanwhile): {advice}."
 
 
+def _open_hint(path: str, error: str) -> str:
+    """What to do when a store file cannot be opened, for the usual reasons."""
+    where = Path(path)
+    if where.is_dir():
+        return f"; --store takes a file, e.g. --store {where / DEFAULT_PATH}"
+    if not where.parent.exists():
+        return f"; create the folder {where.parent} first, or pass another --store"
+    if "not a valid DuckDB database" in error:
+        return "; it is not a store: pass the file aoai-monitor created, or a new path"
+    return ""
+
+
 def _aoai_monitor_command(pid: int) -> str | None:
     """`aoai-monitor SUBCOMMAND …` if that process runs one (Linux), else None."""
     try:
@@ -169,7 +181,7 @@ class Store:
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(_in_use(self.path, str(exc))) from exc
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open store {self.path}: {exc}{_open_hint(self.path, str(exc))}") from exc
         except duckdb.ResourceInUseException as exc:
             raise StoreError(f"{self.path} is already open in this process: close that Store (or use its cursor()) "
                              "before opening the file again") from exc
