@@ -113,9 +113,13 @@ def _in_use(path: str, error: str) -> str:
     command = _aoai_monitor_command(int(pid.group(1))) if pid else None
     holder = f"`{command}` (PID {pid.group(1)})" if command else f"another process (PID {pid.group(1)})" if pid \
         else "another process"
-    if command and command.split()[1:2] == ["serve"]:
+    subcommand = command.split()[1] if command and len(command.split()) > 1 else None
+    if subcommand == "serve":
         advice = ("stop that UI (Ctrl-C in its terminal) while this runs, and start it again after; or let "
                   "`aoai-monitor run` collect and serve the UI in one process")
+    elif subcommand in ("run", "otlp"):
+        advice = ("it holds the store for as long as it runs: stop it (Ctrl-C) for this, and start it again after; "
+                  "`aoai-monitor query` and `status` ask it themselves")
     else:
         advice = ("wait for it to finish, or stop it; `aoai-monitor query` and `status` ask a running "
                   "`aoai-monitor run` or `aoai-monitor otlp` themselves")
