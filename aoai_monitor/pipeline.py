@@ -992,18 +992,14 @@ def _input_size(path: Path) -> int:
     """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it); 0 for a
     file that cannot be read (reading it dead-letters it)."""
     try:
-        return _readable_size(path)
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end < 4:
+                return end
+            f.seek(0)
+            if f.read(2) != b"\x1f\x8b":
+                return end
+            f.seek(end - 4)
+            return int.from_bytes(f.read(4), "little")
     except OSError:
         return 0
-
-
-def _readable_size(path: Path) -> int:
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end < 4:
-            return end
-        f.seek(0)
-        if f.read(2) != b"\x1f\x8b":
-            return end
-        f.seek(end - 4)
-        return int.from_bytes(f.read(4), "little")

@@ -109,11 +109,15 @@ def _open_file(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 def _in_use(path: str, error: str) -> str:
     """What to do about a store another process holds (DuckDB's lock error names its PID): while one process
     writes a file no other may open it, and while any reads it none may write it."""
-    pid = re.search(r"\(PID (\d+)\)", error)
-    command = _aoai_monitor_command(int(pid.group(1))) if pid else None
-    holder = f"`{command}` (PID {pid.group(1)})" if command else f"another process (PID {pid.group(1)})" if pid \
-        else "another process"
-    subcommand = command.split()[1] if command and len(command.split()) > 1 else None
+    found = re.search(r"\(PID (\d+)\)", error)
+    pid = int(found.group(1)) if found else None
+    command = _aoai_monitor_command(pid) if pid else None
+    if command:
+        holder = f"`{command}` (PID {pid})"
+    else:
+        holder = f"another process (PID {pid})" if pid else "another process"
+    words = (command or "").split()
+    subcommand = words[1] if len(words) > 1 else None
     if subcommand == "serve":
         advice = ("stop that UI (Ctrl-C in its terminal) while this runs, and start it again after; or let "
                   "`aoai-monitor run` collect and serve the UI in one process")
