@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import codecs
 import gzip
 import io
 import multiprocessing
@@ -85,13 +86,29 @@ def source_of(path: Path) -> str:
 
 
 def _open(path: Path) -> io.BufferedReader:
-    """A file's bytes, decompressed when it is gzip (by its magic bytes, whatever its name)."""
+    """A file's bytes (or standard input's), decompressed when it is gzip and as UTF-8 when it is UTF-16 (by their
+    first bytes, whatever the name). A stream that cannot seek back has its first line read ahead (_read_ahead)."""
     if path is STDIN:
-        return _stdin()
-    raw = open(path, "rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        return io.BufferedReader(_GzipReader(raw))
-    return raw
+        return _read_ahead(_decoded(open(sys.stdin.fileno(), "rb", closefd=False)))
+    stream = _decoded(open(path, "rb"))
+    return stream if stream.seekable() else _read_ahead(stream)
+
+
+# UTF-16's byte-order marks: Windows PowerShell 5's `>` and Out-File write UTF-16 LE text with one.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _decoded(raw: io.BufferedReader) -> io.BufferedReader:
+    stream = io.BufferedReader(_GzipReader(raw)) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+    if stream.peek(2)[:2] in _UTF16_BOMS:
+        return io.BufferedReader(_Utf16Reader(stream))
+    return stream
+
+
+def _workers_can_read(stream: io.BufferedReader) -> bool:
+    """A plain file, whose blocks worker processes read themselves; a gzip file, UTF-16 text or standard input
+    is read by this process."""
+    return isinstance(stream.raw, io.FileIO)
 
 
 class _GzipReader(io.RawIOBase):
@@ -139,11 +156,43 @@ class _GzipReader(io.RawIOBase):
         super().close()
 
 
-def _stdin() -> io.BufferedReader:
-    """Standard input's bytes, decompressed when it is gzip, with its first line read ahead: a pipe cannot seek
-    back, and _looks_like_ndjson must see that line whole (a peek shows it, the buffer being as large)."""
-    pipe = open(sys.stdin.fileno(), "rb", closefd=False)
-    stream = io.BufferedReader(_GzipReader(pipe)) if pipe.peek(2)[:2] == b"\x1f\x8b" else pipe
+class _Utf16Reader(io.RawIOBase):
+    """UTF-16 text (either byte order, after its byte-order mark) as UTF-8; what does not decode becomes U+FFFD,
+    and its records then fail to parse or keep the mark, as any other damage does."""
+
+    def __init__(self, stream: io.BufferedReader):
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-16")("replace")
+        self._pending = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._ended:
+            data = self._stream.read1(1 << 16)
+            self._ended = not data
+            self._pending = self._decoder.decode(data, final=self._ended).encode()
+        read = min(len(buffer), len(self._pending))
+        buffer[:read] = self._pending[:read]
+        self._pending = self._pending[read:]
+        return read
+
+    @property
+    def error(self) -> str | None:
+        """A gzip stream's reason for ending early (_gzip_dead_letter)."""
+        return getattr(self._stream.raw, "error", None)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+def _read_ahead(stream: io.BufferedReader) -> io.BufferedReader:
+    """A stream that cannot seek back (a pipe, decoded UTF-16), with its first line read ahead: _looks_like_ndjson
+    must see that line whole, and a peek shows it (the buffer being as large)."""
     head = b""
     while not head.strip(_BLANK) and (line := stream.readline(FIRST_LINE_LIMIT)):
         head += line
@@ -225,7 +274,7 @@ def _looks_like_ndjson(stream: io.BufferedReader) -> bool:
                 if line.strip(_BLANK):
                     first = line.lstrip(b"\xef\xbb\xbf \t\r")
             stream.seek(start)
-        else:  # standard input: _stdin read its first line ahead, and the peek is all of it
+        else:  # _read_ahead read the first line ahead, and the peek is all of it
             first = head
         if not first.startswith(b"{") or not first.endswith(b"\n"):
             return False
@@ -705,13 +754,13 @@ def _tasks_of_file(path: Path, source: str, on_bytes, small: "_TaskBatch") -> It
     """_file_tasks for one file; small work goes into `small`, to share a task with the next files'."""
     with _open(path) as stream:
         if _looks_like_ndjson(stream):
-            if path is not STDIN and not isinstance(stream.raw, _GzipReader):
+            if _workers_can_read(stream):
                 for offset, length, first_line, _ in _blocks(stream, on_bytes, keep_bytes=False,
                                                              size=path.stat().st_size):
                     yield from small.add(prepare_ranges, (str(path), offset, length, first_line, source), length)
                 return
             yield from small.flush()
-            # a gzip stream or standard input, which only this process can read
+            # a gzip or UTF-16 file or standard input, which only this process can read
             for _, _, first_line, data in _blocks(stream, on_bytes, keep_bytes=True):
                 yield prepare_block, data, first_line, source
             dead = _gzip_dead_letter(stream, source)
@@ -989,17 +1038,24 @@ def total_bytes(files: list[Path]) -> int | None:
 
 
 def _input_size(path: Path) -> int:
-    """A file's size, uncompressed for a gzip file: from its trailer (modulo 4 GiB, as gzip records it); 0 for a
-    file that cannot be read (reading it dead-letters it)."""
+    """A file's size as read: uncompressed for a gzip file, from its trailer (modulo 4 GiB, as gzip records it);
+    as UTF-8 for UTF-16 text, taken to be ASCII; 0 for a file that cannot be read (reading it dead-letters it)."""
     try:
         with open(path, "rb") as f:
             end = f.seek(0, os.SEEK_END)
             if end < 4:
                 return end
             f.seek(0)
-            if f.read(2) != b"\x1f\x8b":
-                return end
+            magic = f.read(2)
+            if magic != b"\x1f\x8b":
+                return (end - 2) // 2 if magic in _UTF16_BOMS else end
             f.seek(end - 4)
-            return int.from_bytes(f.read(4), "little")
+            size = int.from_bytes(f.read(4), "little")
+            f.seek(0)
+            try:
+                magic = gzip.GzipFile(fileobj=f).read(2)
+            except (EOFError, zlib.error, gzip.BadGzipFile):
+                return size
+            return (size - 2) // 2 if magic in _UTF16_BOMS else size
     except OSError:
         return 0

@@ -60,8 +60,10 @@ _LONG = orjson.dumps({"category": "Audit", "note": "x" * 100_000})
     (b"", False),
 ], ids=["long first line", "bom and blank lines", "short lines", "one document", "array", "pretty document", "empty"])
 def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, monkeypatch, data: bytes, ndjson: bool):
-    """The same for files and for standard input, which cannot seek back (its first line is read ahead)."""
-    for name, content in (("plain", data), ("packed.gz", gzip.compress(data))):
+    """The same for files, UTF-16 text and standard input (the last two cannot seek back: their first line is
+    read ahead)."""
+    for name, content in [("plain", data), ("packed.gz", gzip.compress(data))] + [
+            (name, encode(data)) for name, encode in _UTF16.items()]:
         path = tmp_path / name
         path.write_bytes(content)
         with pipeline._open(path) as stream:
@@ -74,9 +76,14 @@ def test_what_counts_as_ndjson_and_the_stream_is_put_back(tmp_path: Path, monkey
                 assert stream.read() == data, f"stdin {name}"
 
 
-def test_standard_input_stores_what_the_same_file_stores(tmp_path: Path, monkeypatch):
-    """`ingest -`: plain or gzip, with a first line longer than a peek, in blocks through the worker processes
-    or not; the records and dead letters of the file, named after stdin and their line."""
+_UTF16 = {"utf-16 le": lambda data: b"\xff\xfe" + data.decode().encode("utf-16-le"),
+          "utf-16 be, gzip": lambda data: gzip.compress(b"\xfe\xff" + data.decode().encode("utf-16-be"))}
+
+
+def test_standard_input_and_utf16_files_store_what_the_same_file_stores(tmp_path: Path, monkeypatch):
+    """`ingest -` (plain or gzip) and UTF-16 text (Windows PowerShell 5's `>` writes it; every record was
+    dead-lettered as invalid JSON), with a first line longer than a peek, in blocks through the worker processes
+    or not: the records and dead letters of the UTF-8 file, named after their input and line."""
     monkeypatch.setattr(pipeline, "CHUNK_BYTES", 60_000)
     lines = [orjson.dumps(_gateway_with_prompt("Summarize this contract. " * 2000)).decode()]
     lines += [orjson.dumps(r).decode() for r in records(400)]
@@ -88,21 +95,27 @@ def test_standard_input_stores_what_the_same_file_stores(tmp_path: Path, monkeyp
     ingest_files(reference, [path], workers=0)
     logs = "SELECT id, \"event.original\" FROM logs ORDER BY id"
     dead = "SELECT source, reason FROM dead_letters ORDER BY source"
-    assert reference.cursor().execute(dead).fetchall()[0][0] == f"file:{path}:103"
+    expected_dead = reference.cursor().execute(dead).fetchall()
+    assert expected_dead[0][0] == f"file:{path}:103"
 
-    for name, content in (("plain", data), ("gzip", gzip.compress(data))):
-        piped = tmp_path / f"{name}.in"
-        piped.write_bytes(content)
+    inputs = {"stdin": data, "stdin, gzip": gzip.compress(data)} | {name: encode(data) for name, encode in _UTF16.items()}
+    for i, (name, content) in enumerate(inputs.items()):
+        given = tmp_path / f"input-{i}.json"
+        given.write_bytes(content)
+        source = "stdin" if name.startswith("stdin") else f"file:{given}"
+        if not name.startswith("stdin"):  # the progress total counts what is read: UTF-8
+            assert pipeline.total_bytes([given]) == len(data), name
         for workers in (0, 2):
-            with open(piped, "rb") as stdin:
+            with open(given, "rb") as stdin:
                 monkeypatch.setattr(sys, "stdin", stdin)
-                store = Store(tmp_path / f"{name}-{workers}.duckdb")
-                summary = ingest_files(store, pipeline.expand_inputs(["-", "-"]), workers=workers)
+                store = Store(tmp_path / f"{i}-{workers}.duckdb")
+                summary = ingest_files(store, pipeline.expand_inputs(["-", "-"] if source == "stdin" else [str(given)]),
+                                       workers=workers)
             assert summary.records == 402 and summary.files == 1, (name, workers)
-            assert store.cursor().execute(logs).fetchall() == reference.cursor().execute(logs).fetchall()
-            assert store.cursor().execute('SELECT DISTINCT "aoai.source" FROM logs').fetchall() == [("stdin",)]
+            assert store.cursor().execute(logs).fetchall() == reference.cursor().execute(logs).fetchall(), name
+            assert store.cursor().execute('SELECT DISTINCT "aoai.source" FROM logs').fetchall() == [(source,)]
             assert store.cursor().execute(dead).fetchall() == [
-                (source.replace(f"file:{path}", "stdin"), reason) for source, reason in reference.cursor().execute(dead).fetchall()]
+                (where.replace(f"file:{path}", source), reason) for where, reason in expected_dead], name
 
 
 def test_envelopes_take_the_fast_path_and_store_what_the_decoder_stores(tmp_path: Path, monkeypatch):
