@@ -7,9 +7,9 @@ read whole and decoded by the tolerant chain in normalize.decode.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import gc
-import codecs
 import gzip
 import io
 import multiprocessing
@@ -99,6 +99,7 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _decoded(raw: io.BufferedReader) -> io.BufferedReader:
+    """raw's bytes, gunzipped when they are gzip, then as UTF-8 when they are UTF-16."""
     stream = io.BufferedReader(_GzipReader(raw)) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
     if stream.peek(2)[:2] in _UTF16_BOMS:
         return io.BufferedReader(_Utf16Reader(stream))
