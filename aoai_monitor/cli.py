@@ -117,9 +117,8 @@ def ingest(paths: tuple[str, ...], store_path: str, retention: str | None, quiet
     """Normalize files or directories of Azure logs into the store (idempotent: re-ingesting adds nothing).
 
     PATHS are files (NDJSON, PT1H.json archives, Event Hub envelopes, JSON arrays; UTF-8 or UTF-16, optionally
-    gzip), directories
-    (walked for *.json, *.jsonl, *.ndjson, *.log, *.txt, *.gz), or '-' for standard input, e.g.
-    `zcat PT1H.json.gz | aoai-monitor ingest -`.
+    gzip), directories (walked for *.json, *.jsonl, *.ndjson, *.log, *.txt, *.gz), or '-' for standard input,
+    e.g. `zcat PT1H.json.gz | aoai-monitor ingest -`.
     """
     import duckdb
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn

@@ -157,28 +157,14 @@ class _GzipReader(io.RawIOBase):
         super().close()
 
 
-class _Utf16Reader(io.RawIOBase):
-    """UTF-16 text (either byte order, after its byte-order mark) as UTF-8; what does not decode becomes U+FFFD,
-    and its records then fail to parse or keep the mark, as any other damage does."""
+class _Wrapper(io.RawIOBase):
+    """A raw stream made from a buffered one, which it closes, and whose gzip `error` it passes on."""
 
     def __init__(self, stream: io.BufferedReader):
         self._stream = stream
-        self._decoder = codecs.getincrementaldecoder("utf-16")("replace")
-        self._pending = b""
-        self._ended = False
 
     def readable(self) -> bool:
         return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending and not self._ended:
-            data = self._stream.read1(1 << 16)
-            self._ended = not data
-            self._pending = self._decoder.decode(data, final=self._ended).encode()
-        read = min(len(buffer), len(self._pending))
-        buffer[:read] = self._pending[:read]
-        self._pending = self._pending[read:]
-        return read
 
     @property
     def error(self) -> str | None:
@@ -191,6 +177,27 @@ class _Utf16Reader(io.RawIOBase):
         super().close()
 
 
+class _Utf16Reader(_Wrapper):
+    """UTF-16 text (either byte order, after its byte-order mark) as UTF-8; what does not decode becomes U+FFFD,
+    and its records then fail to parse or keep the mark, as any other damage does."""
+
+    def __init__(self, stream: io.BufferedReader):
+        super().__init__(stream)
+        self._decoder = codecs.getincrementaldecoder("utf-16")("replace")
+        self._pending = b""
+        self._ended = False
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._ended:
+            data = self._stream.read1(1 << 16)
+            self._ended = not data
+            self._pending = self._decoder.decode(data, final=self._ended).encode()
+        read = min(len(buffer), len(self._pending))
+        buffer[:read] = self._pending[:read]
+        self._pending = self._pending[read:]
+        return read
+
+
 def _read_ahead(stream: io.BufferedReader) -> io.BufferedReader:
     """A stream that cannot seek back (a pipe, decoded UTF-16), with its first line read ahead: _looks_like_ndjson
     must see that line whole, and a peek shows it (the buffer being as large)."""
@@ -200,16 +207,13 @@ def _read_ahead(stream: io.BufferedReader) -> io.BufferedReader:
     return io.BufferedReader(_ReadAhead(head, stream), buffer_size=max(len(head), io.DEFAULT_BUFFER_SIZE))
 
 
-class _ReadAhead(io.RawIOBase):
-    """`head`, read from `rest` already, then the rest of `rest`."""
+class _ReadAhead(_Wrapper):
+    """`head`, read from `stream` already, then the rest of `stream`."""
 
-    def __init__(self, head: bytes, rest: io.BufferedReader):
+    def __init__(self, head: bytes, stream: io.BufferedReader):
+        super().__init__(stream)
         self._head = memoryview(head)
-        self._rest = rest
         self._position = 0
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:
         if len(self._head):
@@ -217,22 +221,12 @@ class _ReadAhead(io.RawIOBase):
             buffer[:read] = self._head[:read]
             self._head = self._head[read:]
         else:
-            read = self._rest.readinto(buffer)
+            read = self._stream.readinto(buffer)
         self._position += read
         return read
 
     def tell(self) -> int:
         return self._position
-
-    @property
-    def error(self) -> str | None:
-        """A gzip stream's reason for ending early (_gzip_dead_letter)."""
-        return getattr(self._rest.raw, "error", None)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._rest.close()
-        super().close()
 
 
 def _gzip_dead_letter(stream: io.BufferedReader, source: str) -> Normalized:
@@ -429,8 +423,8 @@ def _prepare_parsed(records: list, texts: list[str], source: str | list[str], po
 
 def _expand_envelopes(records: list, lines: list[str], source: str | list[str], positions: list[int] | None):
     """Lines that are clean envelopes (an Event Hub message per line) replaced by their records, so those take
-    the fast path too: (records, their JSON texts, sources, positions), each record with its line's source and
-    position. A record's text is its serialization, as the envelope's expansion in the decoder gives it."""
+    the fast path too: (records, their JSON texts (_texts), sources, positions), each record with its line's source
+    and position."""
     out_records, texts, sources, out_positions = [], [], [], []
     for i, (record, line) in enumerate(zip(records, lines)):
         inner = _envelope_records(record) if record.__class__ is list or record.__class__ is dict else None
@@ -440,7 +434,7 @@ def _expand_envelopes(records: list, lines: list[str], source: str | list[str], 
             n = 1
         else:
             out_records += inner
-            texts += [orjson.dumps(r).decode() for r in inner]
+            texts += _texts(inner)
             n = len(inner)
         sources += [source if source.__class__ is str else source[i]] * n
         if positions:
@@ -518,6 +512,12 @@ def payload_records(payload: bytes) -> list[dict] | None:
     except orjson.JSONDecodeError:
         return None
     return _envelope_records(value)
+
+
+def _texts(records: list[dict]) -> list[str]:
+    """The JSON texts (event.original) of records taken out of an envelope: their serialization, as the
+    decoder's expansion of an envelope gives it."""
+    return [orjson.dumps(r).decode() for r in records]
 
 
 def _envelope_records(value) -> list[dict] | None:
@@ -614,7 +614,7 @@ def prepare_documents(files: tuple[tuple[str, str], ...], spool: str | None = No
                 others.extend(normalize_payload(data, source))
                 continue
             records += inner
-            texts += [orjson.dumps(r).decode() for r in inner]
+            texts += _texts(inner)
             sources += [source] * len(inner)
         prepared = _prepare_parsed(records, texts, sources, None, batch=others)
         return prepared.to_spool(spool) if spool else prepared

@@ -246,9 +246,8 @@ def _marking_in_workers(ranges, spool_dir):
 def test_a_directory_of_files_smaller_than_a_block_goes_through_the_workers(tmp_path: Path, monkeypatch):
     """Storage archives are many PT1H.json files, each smaller than a block. They go to the worker processes,
     several files to a task (not file by file through this one alone, at half the speed; and several to a task
-    without workers too), and the store gets
-    what one process stores: every dead letter names its own file and line, and a file in another form (a JSON
-    array) and a gzip file keep their places."""
+    without workers too), and the store gets what one process stores: every dead letter names its own file and
+    line, and a file in another form (a JSON array) and a gzip file keep their places."""
     import gzip
     import shutil
 
