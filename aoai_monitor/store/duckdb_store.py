@@ -118,7 +118,7 @@ def _in_use(path: str, error: str) -> str:
         holder = f"another process (PID {pid})" if pid else "another process"
     words = (command or "").split()
     subcommand = words[1] if len(words) > 1 else None
-    if subcommand == "serve":
+    if subcommand in ("serve", "demo"):  # the UI (demo serves it once its store is made)
         advice = ("stop that UI (Ctrl-C in its terminal) while this runs, and start it again after; or let "
                   "`aoai-monitor run` collect and serve the UI in one process")
     elif subcommand in ("run", "otlp"):
